@@ -1,0 +1,83 @@
+"""The aiohttp application: one factory wires state, middlewares and every endpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+
+from server import api_accounts, api_novels, api_organizations
+from server.config import Settings
+from server.endpoints import Call, Endpoint, bind, json_response
+from server.middleware import authenticate, cors, errors
+from server.models import Health
+from server.openapi import build_openapi
+from server.state import DB, SETTINGS
+from storage.db import open_database, query_one
+from storage.errors import Unavailable
+
+log = logging.getLogger("openwrite")
+
+OPENAPI = web.AppKey("openapi", dict)
+ENDPOINTS = web.AppKey("endpoints", list)
+
+
+def server_version() -> str:
+    try:
+        return version("openwrite")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+async def healthz(call: Call) -> dict:
+    settings = call.settings
+    try:
+        await call.db.read(lambda conn: query_one(conn, "SELECT 1 AS ok"))
+    except Exception as exc:
+        raise Unavailable("the database does not answer", code="database_unavailable") from exc
+    if not settings.repositories_dir.is_dir():
+        raise Unavailable("the repository root is missing", code="repositories_unavailable")
+    return {"status": "ok", "database": "ok", "repositories": "ok"}
+
+
+async def openapi_document(call: Call) -> web.Response:
+    return json_response(call.request.app[OPENAPI])
+
+
+SERVICE = [
+    Endpoint("GET", "/healthz", healthz, "200 when SQLite and the repository root answer",
+             "service", response=Health, auth="none", errors=(503,)),
+    Endpoint("GET", "/api/v1/openapi.json", openapi_document, "This document", "service",
+             auth="none"),
+]  # fmt: skip
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [*SERVICE, *api_accounts.ENDPOINTS, *api_organizations.ENDPOINTS, *api_novels.ENDPOINTS]
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole server for `settings`; resources open on start-up and close on clean-up."""
+    app = web.Application(
+        middlewares=[cors, errors, authenticate], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    endpoints = all_endpoints()
+    app[ENDPOINTS] = endpoints
+    app[OPENAPI] = build_openapi(endpoints, version=server_version())
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, bind(endpoint))
+    app.cleanup_ctx.append(_storage)
+    return app
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.repositories_dir.mkdir(parents=True, exist_ok=True)
+    app[DB] = open_database(settings.database_path, readers=settings.sqlite_readers)
+    log.info("data directory %s", settings.data_dir.resolve())
+    yield
+    app[DB].close()

@@ -1,0 +1,179 @@
+"""SQLite through apsw: connections, the reader pool, the one writer thread, migrations.
+
+Reads run as small functions on a pool of threads, each with its own connection;
+every write runs on one writer thread inside `BEGIN IMMEDIATE`, so a
+read-then-write never fails with SQLITE_BUSY_SNAPSHOT and the event loop never
+waits on SQLite. Other processes on the same file are held off by the busy timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+BUSY_TIMEOUT_MS = 30_000
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _dict_rows(cursor: apsw.Cursor, row: tuple[Any, ...]) -> Row:
+    return {d[0]: v for d, v in zip(cursor.get_description(), row, strict=True)}
+
+
+def connect(path: Path | str) -> apsw.Connection:
+    """Open one connection configured the way the whole server expects."""
+    conn = apsw.Connection(str(path))
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: an acknowledged sync's bookkeeping (conflict records, idempotency rows)
+    # must survive a power cut, not only a process crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.row_trace = _dict_rows
+    return conn
+
+
+def query(conn: apsw.Connection, sql: str, params: Any = ()) -> list[Row]:
+    """All rows of `sql` as dicts."""
+    return list(conn.execute(sql, params))
+
+
+def query_one(conn: apsw.Connection, sql: str, params: Any = ()) -> Row | None:
+    """The first row of `sql` as a dict, or None."""
+    for row in conn.execute(sql, params):
+        return row
+    return None
+
+
+@contextmanager
+def immediate(conn: apsw.Connection) -> Iterator[apsw.Connection]:
+    """A write transaction that takes the write lock up front."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """Numbered migrations shipped with the package: (number, name, sql), in order."""
+    found = []
+    for entry in resources.files("storage.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    numbers = [n for n, _, _ in found]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {numbers}")
+    return found
+
+
+def migrate(conn: apsw.Connection, target: int | None = None) -> int:
+    """Apply every migration above `PRAGMA user_version`, one transaction each.
+
+    Safe when several processes start at once: the version is re-read under the
+    write lock, so each migration runs exactly once. Returns the final version.
+    """
+    for number, _name, sql in migrations():
+        if target is not None and number > target:
+            break
+        with immediate(conn):
+            current = conn.execute("PRAGMA user_version").fetchall()[0]["user_version"]
+            if number <= current:
+                continue
+            conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return schema_version(conn)
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchall()[0]["user_version"]
+
+
+class Database:
+    """The server's handle on one SQLite file.
+
+    `await db.read(fn, *args)` runs `fn(conn, *args)` on a reader thread;
+    `await db.write(fn, *args)` runs it on the writer thread inside BEGIN IMMEDIATE
+    and commits, or rolls back if `fn` raises (so a refused request writes nothing).
+    """
+
+    def __init__(self, path: Path | str, *, readers: int = 4):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connections: list[apsw.Connection] = []
+        self._lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        self._closed = False
+
+    def _connection(self) -> apsw.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        return fn(self._connection(), *args)
+
+    def _run_write(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._connection()
+        with immediate(conn):
+            return fn(conn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn, args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._run_write, fn, args)
+
+    def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """For command-line tools and start-up: run a read on the calling thread."""
+        return fn(self._connection(), *args)
+
+    def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """For command-line tools, start-up and worker threads: a write on this thread."""
+        return self._run_write(fn, args)
+
+    def close(self) -> None:
+        """Stop the threads and close every connection. Idempotent: a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
+def open_database(path: Path | str, *, readers: int = 4) -> Database:
+    """Open (creating if needed) and migrate the database at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    return Database(path, readers=readers)

@@ -1,0 +1,35 @@
+"""Identifiers and timestamps: time-sortable opaque ids and RFC 3339 UTC text."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id() -> str:
+    """A 26-character id: 48 bits of milliseconds then 80 random bits (ULID layout).
+
+    Ids created later sort after earlier ones, which keeps cursor pagination stable.
+    """
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def now() -> str:
+    """The current time as RFC 3339 UTC text with milliseconds, e.g. 2026-11-25T10:00:00.123Z."""
+    return format_time(datetime.now(UTC))
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
