@@ -1,0 +1,137 @@
+"""Upkeep of novel repositories: counting loose objects and packing them with Git's own repack.
+
+Safe while syncs write: see `repack` for why. Runs `git` as a subprocess (no shell);
+call it from a worker thread or a scheduled job, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import string
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.errors import NotFound, Unavailable
+from storage.repository import novel_lock
+
+MAINTENANCE_LOCK_FILE = "openwrite-maintenance.lock"
+DEFAULT_LOOSE_THRESHOLD = 1000
+
+_HEX = set(string.hexdigits.lower())
+
+
+@dataclass(frozen=True)
+class RepackResult:
+    loose_before: int
+    loose_after: int
+    packs_before: int
+    packs_after: int
+    skipped: bool = False
+
+
+def loose_object_count(path: Path) -> int:
+    """Loose objects in the repository: files in objects/??/, no Git call."""
+    objects = _objects_dir(path)
+    count = 0
+    with os.scandir(objects) as entries:
+        for entry in entries:
+            if len(entry.name) == 2 and set(entry.name) <= _HEX and entry.is_dir():
+                # Skip libgit2/git temporaries: only finished objects count.
+                count += sum(1 for name in os.listdir(entry.path) if not name.startswith("tmp"))
+    return count
+
+
+def pack_count(path: Path) -> int:
+    pack_dir = _objects_dir(path) / "pack"
+    if not pack_dir.is_dir():
+        return 0
+    return sum(1 for name in os.listdir(pack_dir) if name.endswith(".pack"))
+
+
+def needs_repack(path: Path, threshold: int = DEFAULT_LOOSE_THRESHOLD) -> bool:
+    return loose_object_count(path) >= threshold
+
+
+def repack(
+    path: Path, *, full: bool = False, timeout: float = 600.0, lock_timeout: float = 30.0
+) -> RepackResult:
+    """Pack loose objects with Git's own `git repack`; `full` merges all packs into one.
+
+    Safe while syncs of this novel run:
+    - Building the pack (`git repack` without -d) only adds files: objects
+      reachable from refs, in a new pack fsync'd before it is renamed into place.
+      An in-flight sync's objects are not reachable yet, so they stay loose.
+    - Deleting the now-packed loose copies (`git prune-packed`) runs under the
+      novel lock: it also removes emptied objects/xx/ directories, and libgit2
+      does not retry an object write whose directory vanished under it.
+    - `full` runs `git repack -A -d` wholly under the novel lock. `-A`, not `-a`:
+      unreachable objects of old packs are turned loose, never dropped.
+    - Nothing is pruned by age (`git prune` is never run).
+    Two repacks of one repository never run at once: a second caller gets
+    `skipped=True` back instead of waiting.
+    """
+    path = Path(path)
+    _objects_dir(path)
+    lock_fd = os.open(path / MAINTENANCE_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            loose, packs = loose_object_count(path), pack_count(path)
+            return RepackResult(loose, loose, packs, packs, skipped=True)
+        loose_before, packs_before = loose_object_count(path), pack_count(path)
+        if full:
+            with novel_lock(path, timeout=lock_timeout):
+                _run_git(path, ["repack", "-A", "-d", "-q"], timeout)
+        else:
+            _run_git(path, ["repack", "-q"], timeout)
+            with novel_lock(path, timeout=lock_timeout):
+                _run_git(path, ["prune-packed", "-q"], timeout)
+        return RepackResult(
+            loose_before=loose_before,
+            loose_after=loose_object_count(path),
+            packs_before=packs_before,
+            packs_after=pack_count(path),
+        )
+    finally:
+        os.close(lock_fd)
+
+
+def _run_git(path: Path, args: list[str], timeout: float) -> None:
+    env = {
+        **os.environ,
+        # Our config only: no user or system config may change what repack does.
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    try:
+        done = subprocess.run(
+            ["git", f"--git-dir={path}", *args],
+            cwd=path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise Unavailable(
+            f"git {args[0]} of {path} did not finish in {timeout:.0f}s", code="maintenance_timeout"
+        ) from exc
+    if done.returncode != 0:
+        stderr = done.stderr.strip()
+        code = "storage_full" if "No space left" in stderr else "maintenance_failed"
+        raise Unavailable(
+            f"git {args[0]} of {path} failed: {stderr or done.returncode}",
+            code=code,
+            details={"returncode": done.returncode},
+        )
+
+
+def _objects_dir(path: Path) -> Path:
+    objects = Path(path) / "objects"
+    if not objects.is_dir():
+        raise NotFound(f"No novel repository at {path}", code="repository_missing")
+    return objects

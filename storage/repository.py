@@ -1,0 +1,656 @@
+"""The per-novel Git content store: one bare repository per novel, branch `main`.
+
+Owns creating and opening repositories, building commits from file texts, the
+compare-and-swap of the head, the inter-process novel lock and write durability.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import FileMode, RepositoryOpenFlag, SortMode
+
+from storage.errors import Conflict, Invalid, NotFound, Unavailable
+
+BRANCH = "refs/heads/main"
+LOCK_FILE = "openwrite.lock"
+
+# The server, not the device, writes every commit: Git's author/committer split
+# records exactly that (author = the writer whose edit it is, committer = us).
+COMMITTER_NAME = "OpenWrite"
+COMMITTER_EMAIL = "server@openwrite.local"
+
+# Why each setting, for repositories that are served to `git clone` and only ever
+# written through our compare-and-swap:
+_CONFIG: dict[str, str | bool | int] = {
+    # Every head move leaves a reflog line: an audit trail of who moved `main` and
+    # a recovery path should a bug ever move it wrongly.
+    "core.logAllRefUpdates": True,
+    # Git CLI processes (repack in maintenance.py) fsync what they commit too.
+    "core.fsync": "committed,derived-metadata",
+    # History is the writer's record: no push may rewrite or delete it, should a
+    # push path ever be opened; smart HTTP stays read-only regardless.
+    "receive.denyNonFastForwards": True,
+    "receive.denyDeletes": True,
+    "http.receivepack": False,
+    # Maintenance is scheduled by maintenance.py with concurrency-safe options;
+    # no Git command spawned for a request may start a gc of its own.
+    "gc.auto": 0,
+    # Identity for reflog entries and any Git CLI command that needs one.
+    "user.name": COMMITTER_NAME,
+    "user.email": COMMITTER_EMAIL,
+}
+
+_HEX_ID = re.compile(r"[0-9a-f]{40}")
+_TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+# libgit2 reports OS failures as text (pygit2 raises OSError/GitError without
+# errno), so the cause is recognized from strerror's wording as well.
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+_FULL_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+_READ_ONLY_TEXTS = tuple(os.strerror(e) for e in _READ_ONLY_ERRNOS)
+_LOW_SPACE_BYTES = 1 << 20
+
+_durable = False
+
+
+class HeadMoved(Conflict):
+    """`main` is no longer at the commit the caller built on; rebuild and retry."""
+
+    code = "head_moved"
+
+
+def enable_durability() -> None:
+    """Make libgit2 fsync objects and refs (process-wide); the server calls it at start.
+
+    With it, an acknowledged edit survives a power cut: `advance_head` moves the
+    ref only after the objects it points to are on disk.
+    """
+    global _durable
+    pygit2.settings.enable_fsync_gitdir(True)
+    _durable = True
+
+
+@dataclass(frozen=True)
+class Author:
+    """The writer an edit belongs to; `time` defaults to now (naive means UTC)."""
+
+    name: str
+    email: str
+    time: datetime | None = None
+
+    def signature(self) -> pygit2.Signature:
+        try:
+            if self.time is None:
+                return pygit2.Signature(self.name, self.email)
+            when = self.time if self.time.tzinfo else self.time.replace(tzinfo=UTC)
+            offset = when.utcoffset() or timedelta(0)
+            return pygit2.Signature(
+                self.name, self.email, int(when.timestamp()), int(offset.total_seconds() // 60)
+            )
+        except (ValueError, pygit2.GitError) as exc:
+            raise Invalid(
+                f"Invalid author for a commit: {exc}",
+                code="invalid_author",
+                details={"name": self.name, "email": self.email},
+            ) from exc
+
+
+@dataclass(frozen=True)
+class FileText:
+    path: str
+    text: str
+    blob: str
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One commit as history shows it; `message` excludes the trailer block."""
+
+    id: str
+    parents: tuple[str, ...]
+    author_name: str
+    author_email: str
+    time: datetime
+    message: str
+    trailers: dict[str, str] = field(default_factory=dict)
+
+
+class NovelRepository:
+    """One novel's bare repository.
+
+    pygit2 objects are not thread-safe: an instance is used from one thread at a
+    time (callers open one per worker thread or hand it over, never share it).
+    Writes that move the head belong inside `novel_lock(path)`.
+    """
+
+    def __init__(self, path: Path, repo: pygit2.Repository):
+        self.path = path
+        self._repo = repo
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, path: Path, *, files: Mapping[str, str], author: Author, message: str
+    ) -> NovelRepository:
+        """Create the repository at `path` with a first commit of `files` on `main`.
+
+        Built in a sibling directory and renamed into place, so a crash never
+        leaves a half-made repository at `path`. Raises Conflict if it exists.
+        """
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise Conflict(f"A repository already exists at {path}", code="repository_exists")
+        staging = path.parent / f".{path.name}.creating-{uuid.uuid4().hex}"
+        try:
+            with _storage_errors(f"create the repository {path}", path.parent):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                repo = pygit2.init_repository(str(staging), bare=True, initial_head="main")
+                for key, value in _CONFIG.items():
+                    repo.config[key] = value
+                (staging / LOCK_FILE).touch()
+                novel = cls(staging, repo)
+                first = novel._commit_tree(None, [], files, author, message, None)
+                repo.create_reference_direct(BRANCH, first, False, message="openwrite: create")
+                repo.free()
+                _fsync_dir(staging)
+                try:
+                    os.rename(staging, path)
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise Conflict(
+                            f"A repository already exists at {path}", code="repository_exists"
+                        ) from exc
+                    raise
+                _fsync_dir(path.parent)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path) -> NovelRepository:
+        """Open an existing repository; NotFound(repository_missing) if there is none."""
+        path = Path(path)
+        try:
+            # NO_SEARCH: a missing novel must not resolve to a repository above it.
+            repo = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
+        except (pygit2.GitError, OSError, KeyError) as exc:
+            raise _missing(path) from exc
+        if not repo.is_bare:
+            raise _missing(path)
+        return cls(path, repo)
+
+    @staticmethod
+    def remove(path: Path) -> bool:
+        """Delete the repository directory; returns False if there was none.
+
+        Renamed aside first, so a half-deleted tree never looks like a novel.
+        """
+        path = Path(path)
+        if not path.exists():
+            return False
+        if not (path / "HEAD").is_file() or not (path / "objects").is_dir():
+            # Never delete a directory that is not a repository: a wrong path
+            # from a caller must not cost anyone their files.
+            raise _missing(path)
+        tomb = path.parent / f".{path.name}.removing-{uuid.uuid4().hex}"
+        with _storage_errors(f"remove the repository {path}", path.parent):
+            os.rename(path, tomb)
+            _fsync_dir(path.parent)
+            try:
+                shutil.rmtree(tomb)
+            except OSError:
+                # A directory made read-only (by hand, by a restore tool) blocks
+                # unlinking its entries; make them writable and try once more.
+                for root, dirs, _files in os.walk(tomb):
+                    os.chmod(root, 0o700)
+                    for name in dirs:
+                        os.chmod(os.path.join(root, name), 0o700)
+                shutil.rmtree(tomb)
+        return True
+
+    def lock(self, timeout: float | None = None) -> AbstractContextManager[None]:
+        """`novel_lock` for this repository."""
+        return novel_lock(self.path, timeout=timeout)
+
+    # -- reading ---------------------------------------------------------------
+
+    def head(self) -> str:
+        """The commit id `main` points to, read fresh from disk."""
+        ref = self._repo.references.get(BRANCH)
+        if ref is None:
+            raise NotFound(f"The novel at {self.path} has no {BRANCH}", code="head_missing")
+        return str(ref.target)
+
+    def has_commit(self, rev: str) -> bool:
+        """True if `rev` is a full commit id present here; never raises on garbage."""
+        if not isinstance(rev, str) or not _HEX_ID.fullmatch(rev.lower()):
+            return False
+        try:
+            obj = self._repo.get(rev.lower())
+        except (ValueError, KeyError, pygit2.GitError):
+            return False
+        return isinstance(obj, pygit2.Commit)
+
+    def read_text(self, path: str, rev: str | None = None) -> FileText | None:
+        """The UTF-8 text of `path` at `rev` (default: head); None if no such file."""
+        tree = self._commit(rev).tree
+        try:
+            entry = tree[path]
+        except (KeyError, ValueError):
+            return None
+        if entry.filemode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+            return None
+        data = self._repo[entry.id].data
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Invalid(
+                f"{path} is not UTF-8 text", code="file_not_utf8", details={"path": path}
+            ) from exc
+        return FileText(path=path, text=text, blob=str(entry.id))
+
+    def files(self, rev: str | None = None, prefix: str | None = None) -> dict[str, str]:
+        """Every file (recursively) at `rev` → its blob id, sorted by path.
+
+        `prefix` ("chapters" or "chapters/") limits the answer to that directory;
+        paths stay full paths.
+        """
+        tree: pygit2.Tree = self._commit(rev).tree
+        base = ""
+        if prefix:
+            base = prefix.strip("/")
+            try:
+                entry = tree[base]
+            except (KeyError, ValueError):
+                return {}
+            if entry.filemode != FileMode.TREE:
+                return {}
+            tree = self._repo[entry.id]
+            base += "/"
+        found: dict[str, str] = {}
+        stack = [(base, tree)]
+        while stack:
+            where, current = stack.pop()
+            for entry in current:
+                if entry.filemode == FileMode.TREE:
+                    stack.append((f"{where}{entry.name}/", self._repo[entry.id]))
+                elif entry.filemode in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
+                    found[f"{where}{entry.name}"] = str(entry.id)
+        return dict(sorted(found.items()))
+
+    def changed_paths(self, old: str | None, new: str) -> list[str]:
+        """Sorted paths whose content differs between two commits (old None = empty).
+
+        A tree-to-tree diff: compares blob ids, never reads file contents.
+        """
+        new_tree = self._commit(new).tree
+        if old is None:
+            diff = new_tree.diff_to_tree(swap=True)
+        else:
+            diff = self._repo.diff(self._commit(old).tree, new_tree)
+        paths: set[str] = set()
+        for delta in diff.deltas:
+            paths.add(delta.old_file.path)
+            paths.add(delta.new_file.path)
+        return sorted(paths)
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits, None if histories are unrelated."""
+        base = self._repo.merge_base(self._commit(a).id, self._commit(b).id)
+        return str(base) if base is not None else None
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """True if `a` is in `b`'s history (a commit is its own ancestor)."""
+        a_id, b_id = self._commit(a).id, self._commit(b).id
+        return a_id == b_id or self._repo.descendant_of(b_id, a_id)
+
+    def log(self, rev: str | None = None) -> Iterator[Revision]:
+        """History from `rev` (default: head), newest first, parents after children."""
+        start = self._commit(rev).id
+        walker = self._repo.walk(start, SortMode.TOPOLOGICAL | SortMode.TIME)
+        return (_revision(commit) for commit in walker)
+
+    # -- writing ---------------------------------------------------------------
+
+    def write_commit(
+        self,
+        *,
+        parent: str | None,
+        changes: Mapping[str, str | None],
+        author: Author,
+        message: str,
+        trailers: Mapping[str, str] | None = None,
+        extra_parents: Sequence[str] = (),
+    ) -> str:
+        """Write a commit of `parent`'s tree with `changes` applied; returns its id.
+
+        `changes` maps a path to its new text, or None to delete it (missing
+        paths are ignored); directories are created and emptied ones pruned.
+        `extra_parents` makes a merge commit: parents = [parent, *extra_parents].
+        `parent` None means no parent: a root commit built from the empty tree, as
+        for a device that has never synced (like `changed_paths(None, ...)`).
+        No ref moves: publish the commit with `advance_head`.
+        """
+        base = None if parent is None else self._commit(parent)
+        parents = [] if base is None else [base.id]
+        parents += [self._commit(p).id for p in extra_parents]
+        tree = None if base is None else base.tree.id
+        with _storage_errors(f"write a commit in {self.path}", self.path):
+            return str(self._commit_tree(tree, parents, changes, author, message, trailers))
+
+    def advance_head(self, new: str, expected: str, *, reason: str = "sync") -> None:
+        """Move `main` from `expected` to `new`, atomically against other processes.
+
+        Raises HeadMoved if `main` is not at `expected`, Invalid if `new` does not
+        descend from it (history only grows), Unavailable(novel_busy) if another
+        writer holds the ref's lock file.
+        """
+        ref = self._repo.references.get(BRANCH)
+        if ref is None or str(ref.target) != expected:
+            raise _head_moved(expected, None if ref is None else str(ref.target))
+        target = self._commit(new)
+        if new == expected:
+            return
+        # The usual case, a child or merge of the head, needs no graph walk.
+        forward = ref.target in target.parent_ids
+        if not forward and not self._repo.descendant_of(target.id, ref.target):
+            raise Invalid(
+                f"{new} does not descend from the head {expected}",
+                code="not_fast_forward",
+                details={"new": new, "expected": expected},
+            )
+        with _storage_errors(f"move the head of {self.path}", self.path):
+            if _durable:
+                # libgit2 fsyncs each object and its objects/xx directory, not a
+                # newly created xx entry in objects/ itself.
+                _fsync_dir(self.path / "objects")
+            try:
+                # libgit2 takes refs/heads/main.lock, then checks under it that the
+                # ref still holds the target `ref` was read with: a true CAS.
+                ref.set_target(target.id, f"openwrite {reason}: {expected[:12]} -> {new[:12]}")
+            except (pygit2.GitError, OSError) as exc:
+                text = str(exc)
+                if "old reference value does not match" in text:
+                    actual = self._repo.references.get(BRANCH)
+                    raise _head_moved(
+                        expected, None if actual is None else str(actual.target)
+                    ) from exc
+                # Not creating the lock for lack of space is a storage error, mapped
+                # by _storage_errors; only an existing lock means another writer.
+                locked = "failed to lock file" in text or "failed to create locked file" in text
+                if locked and _unavailable(exc, "") is None:
+                    raise Unavailable(
+                        f"Another writer holds {self.path / BRANCH}.lock; if no writer is "
+                        "running, that lock file is stale and can be removed",
+                        code="novel_busy",
+                    ) from exc
+                raise
+
+    # -- internals -------------------------------------------------------------
+
+    def _commit(self, rev: str | None) -> pygit2.Commit:
+        if rev is None:
+            rev = self.head()
+        if not self.has_commit(rev):
+            raise NotFound(
+                f"No commit {rev!r} in {self.path}",
+                code="revision_missing",
+                details={"revision": rev},
+            )
+        return self._repo[rev.lower()]
+
+    def _commit_tree(
+        self,
+        base_tree: pygit2.Oid | None,
+        parents: list[pygit2.Oid],
+        changes: Mapping[str, str | None],
+        author: Author,
+        message: str,
+        trailers: Mapping[str, str] | None,
+    ) -> pygit2.Oid:
+        split: dict[str, str | None] = {}
+        for path, text in changes.items():
+            _check_path(path)
+            split[path] = text
+        start = self._repo[base_tree] if base_tree is not None else None
+        tree = self._build_tree(start, split, "")
+        if tree is None:
+            tree = self._repo.TreeBuilder().write()
+        committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
+        return self._repo.create_commit(
+            None, author.signature(), committer, _message(message, trailers), tree, parents
+        )
+
+    def _build_tree(
+        self, tree: pygit2.Tree | None, changes: Mapping[str, str | None], where: str
+    ) -> pygit2.Oid | None:
+        """The id of `tree` with `changes` (paths relative to it), None if empty."""
+        builder = self._repo.TreeBuilder(tree) if tree is not None else self._repo.TreeBuilder()
+        nested: dict[str, dict[str, str | None]] = {}
+        for path, text in changes.items():
+            name, slash, rest = path.partition("/")
+            if slash:
+                nested.setdefault(name, {})[rest] = text
+                continue
+            existing = builder.get(name)
+            if existing is not None and existing.filemode == FileMode.TREE:
+                raise _not_a_file(where + name)
+            if text is None:
+                if existing is not None:
+                    builder.remove(name)
+                continue
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise Invalid(
+                    f"{where}{name} is not encodable as UTF-8",
+                    code="invalid_text",
+                    details={"path": where + name},
+                ) from exc
+            builder.insert(name, self._repo.create_blob(data), FileMode.BLOB)
+        for name, sub in nested.items():
+            existing = builder.get(name)
+            subtree = None
+            if existing is not None:
+                if existing.filemode != FileMode.TREE:
+                    if all(text is None for text in sub.values()):
+                        continue
+                    raise _not_a_file(where + name, directory=False)
+                subtree = self._repo[existing.id]
+            new_id = self._build_tree(subtree, sub, f"{where}{name}/")
+            if new_id is None:
+                if existing is not None:
+                    builder.remove(name)
+            else:
+                builder.insert(name, new_id, FileMode.TREE)
+        if len(builder) == 0:
+            return None
+        return builder.write()
+
+
+@contextmanager
+def novel_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the novel's exclusive lock: one head-moving writer at a time, machine-wide.
+
+    flock on `<repo>/openwrite.lock`: released by the kernel if the process dies,
+    and per open file, so it also serializes threads of one process. Local
+    filesystems only. `timeout` None waits forever; on expiry raises
+    Unavailable(novel_busy).
+    """
+    path = Path(path)
+    lock_path = path / LOCK_FILE
+    if not (path / "HEAD").is_file():
+        raise _missing(path)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError as exc:
+        raise _missing(path) from exc
+    except OSError as exc:
+        mapped = _unavailable(exc, f"open the lock of {path}")
+        if mapped is None:
+            raise
+        raise mapped from exc
+    try:
+        _acquire(fd, path, timeout)
+        # The repository may have been removed (renamed away) while we waited:
+        # then we hold the lock of a directory that is no longer the novel.
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise _missing(path)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, path: Path, timeout: float | None) -> None:
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable(
+                    f"The novel at {path} is busy with another change; try again",
+                    code="novel_busy",
+                    details={"timeout": timeout},
+                ) from None
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+
+
+def _check_path(path: str) -> None:
+    """Refuse paths Git cannot store as a tree entry (the product rules live upstream)."""
+    parts = path.split("/") if isinstance(path, str) else [""]
+    bad = any(part in ("", ".", "..") or part.lower() == ".git" or "\0" in part for part in parts)
+    if bad:
+        raise Invalid(f"Invalid file path {path!r}", code="invalid_path", details={"path": path})
+
+
+def _message(message: str, trailers: Mapping[str, str] | None) -> str:
+    text = message.strip() + "\n"
+    if not trailers:
+        return text
+    lines = []
+    for key, value in trailers.items():
+        if not _TRAILER_KEY.fullmatch(key) or "\n" in value or "\r" in value:
+            raise Invalid(
+                f"Invalid commit trailer {key!r}", code="invalid_trailer", details={"key": key}
+            )
+        lines.append(f"{key}: {value.strip()}")
+    return text + "\n" + "\n".join(lines) + "\n"
+
+
+def _revision(commit: pygit2.Commit) -> Revision:
+    trailers = dict(commit.message_trailers)
+    message = commit.message.strip()
+    if trailers and "\n\n" in message:
+        # The trailer block is the last paragraph by definition of a trailer.
+        message = message.rsplit("\n\n", 1)[0].rstrip()
+    author = commit.author
+    return Revision(
+        id=str(commit.id),
+        parents=tuple(str(p) for p in commit.parent_ids),
+        author_name=author.name,
+        author_email=author.email,
+        time=datetime.fromtimestamp(author.time, timezone(timedelta(minutes=author.offset))),
+        message=message,
+        trailers=trailers,
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    if not _durable:
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _storage_errors(action: str, where: Path) -> Iterator[None]:
+    """Turn a full or read-only disk under a write into Unavailable; the head stays put."""
+    try:
+        yield
+    except (OSError, pygit2.GitError) as exc:
+        mapped = _unavailable(exc, action) or _unavailable_by_filesystem(where, action)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _unavailable(exc: BaseException, action: str) -> Unavailable | None:
+    number = getattr(exc, "errno", None)
+    text = str(exc)
+    if number in _FULL_ERRNOS or any(t in text for t in _FULL_TEXTS):
+        return _full(action)
+    if number in _READ_ONLY_ERRNOS or any(t in text for t in _READ_ONLY_TEXTS):
+        return _read_only(action)
+    return None
+
+
+def _unavailable_by_filesystem(where: Path, action: str) -> Unavailable | None:
+    # libgit2 sometimes loses the OS error on a failed write (pygit2 then says
+    # "no error"), so ask the filesystem itself what state it is in.
+    try:
+        stats = os.statvfs(where)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return _read_only(action)
+    if stats.f_bavail * stats.f_frsize < _LOW_SPACE_BYTES:
+        return _full(action)
+    return None
+
+
+def _full(action: str) -> Unavailable:
+    return Unavailable(f"Could not {action}: the storage is full", code="storage_full")
+
+
+def _read_only(action: str) -> Unavailable:
+    return Unavailable(
+        f"Could not {action}: the storage is read-only or not writable",
+        code="storage_read_only",
+    )
+
+
+def _missing(path: Path) -> NotFound:
+    return NotFound(f"No novel repository at {path}", code="repository_missing")
+
+
+def _head_moved(expected: str, actual: str | None) -> HeadMoved:
+    return HeadMoved(
+        "The novel changed while this edit was being saved",
+        details={"expected": expected, "actual": actual},
+    )
+
+
+def _not_a_file(path: str, *, directory: bool = True) -> Invalid:
+    what = "a directory" if directory else "a file, not a directory"
+    return Invalid(f"{path} is {what}", code="path_kind", details={"path": path})

@@ -1,0 +1,637 @@
+"""The per-novel Git store against real bare repositories (and real `git`) in tmp_path."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from storage.errors import Conflict, Invalid, NotFound, Unavailable
+from storage.maintenance import loose_object_count, needs_repack, pack_count, repack
+from storage.repository import (
+    LOCK_FILE,
+    Author,
+    HeadMoved,
+    NovelRepository,
+    enable_durability,
+    novel_lock,
+)
+
+ANN = Author("Ann Writer", "ann@example.org")
+FIRST_FILES = {
+    "novel.md": "---\ntitle: The Long Road\n---\nA synopsis.\n",
+    "chapters/one.md": "---\ntitle: One\n---\nIt began.\n",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def durable() -> None:
+    # The server runs with fsync on; so do the tests, or they would prove less.
+    enable_durability()
+
+
+@pytest.fixture
+def novel(tmp_path: Path) -> NovelRepository:
+    return NovelRepository.create(
+        tmp_path / "novel.git", files=FIRST_FILES, author=ANN, message="Create the novel"
+    )
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", f"--git-dir={repo}", *args], capture_output=True, text=True, check=False
+    )
+
+
+def assert_fsck_clean(repo: Path) -> None:
+    result = git(repo, "fsck", "--strict", "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "error" not in result.stderr.lower()
+
+
+def commit_and_advance(novel: NovelRepository, changes: dict[str, str | None], **kw) -> str:
+    head = novel.head()
+    new = novel.write_commit(parent=head, changes=changes, author=ANN, message="Edit", **kw)
+    novel.advance_head(new, head)
+    return new
+
+
+# -- create / open / remove ------------------------------------------------------
+
+
+def test_created_novel_has_one_commit_with_its_files_on_main(novel: NovelRepository) -> None:
+    reopened = NovelRepository.open(novel.path)
+
+    assert reopened.head() == novel.head()
+    assert sorted(reopened.files()) == ["chapters/one.md", "novel.md"]
+    assert reopened.read_text("novel.md").text == FIRST_FILES["novel.md"]
+    [first] = list(reopened.log())
+    assert first.parents == ()
+    assert (first.author_name, first.message) == ("Ann Writer", "Create the novel")
+    assert (novel.path / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert git(novel.path, "config", "receive.denyNonFastForwards").stdout.strip() == "true"
+    assert git(novel.path, "config", "gc.auto").stdout.strip() == "0"
+    assert (novel.path / LOCK_FILE).exists()
+    assert [p.name for p in novel.path.parent.iterdir()] == ["novel.git"]
+    assert_fsck_clean(novel.path)
+
+
+def test_commits_record_the_writer_as_author_and_the_server_as_committer(
+    novel: NovelRepository,
+) -> None:
+    written = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    new = commit_and_advance(
+        novel, {"chapters/one.md": "Changed.\n"}, trailers={"Device-Id": "phone-1"}
+    )
+    head = novel.write_commit(
+        parent=new,
+        changes={"chapters/two.md": "Two.\n"},
+        author=Author("Ann Writer", "ann@example.org", time=written),
+        message="Add chapter two",
+    )
+
+    shown = git(novel.path, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%aI", head).stdout.strip()
+    assert shown == "Ann Writer <ann@example.org>|OpenWrite <server@openwrite.local>|" + (
+        "2024-05-01T12:30:00+00:00"
+    )
+
+
+def test_creating_over_an_existing_novel_is_refused(novel: NovelRepository) -> None:
+    with pytest.raises(Conflict) as refused:
+        NovelRepository.create(novel.path, files={"novel.md": "x"}, author=ANN, message="Again")
+    assert refused.value.code == "repository_exists"
+    assert sorted(novel.files()) == ["chapters/one.md", "novel.md"]
+
+
+def test_opening_a_missing_novel_is_not_found(tmp_path: Path) -> None:
+    (tmp_path / "plain-dir").mkdir()
+    for path in (tmp_path / "nope.git", tmp_path / "plain-dir"):
+        with pytest.raises(NotFound) as missing:
+            NovelRepository.open(path)
+        assert missing.value.code == "repository_missing"
+
+
+def test_removed_novel_is_gone_and_removing_again_is_a_no_op(novel: NovelRepository) -> None:
+    path = novel.path
+
+    assert NovelRepository.remove(path) is True
+    assert not path.exists()
+    assert list(path.parent.iterdir()) == []
+    assert NovelRepository.remove(path) is False
+    with pytest.raises(NotFound):
+        NovelRepository.open(path)
+
+
+def test_removing_a_directory_that_is_not_a_novel_is_refused(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.md").write_text("years of work")
+
+    with pytest.raises(NotFound):
+        NovelRepository.remove(precious)
+    assert (precious / "thesis.md").read_text() == "years of work"
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def test_read_text_gives_text_and_blob_at_any_revision(novel: NovelRepository) -> None:
+    first = novel.head()
+    commit_and_advance(novel, {"chapters/one.md": "Rewritten. Ünïcode ✓\n"})
+
+    now = novel.read_text("chapters/one.md")
+    before = novel.read_text("chapters/one.md", rev=first)
+
+    assert now.text == "Rewritten. Ünïcode ✓\n"
+    assert before.text == FIRST_FILES["chapters/one.md"]
+    assert now.blob == novel.files()["chapters/one.md"]
+    assert git(novel.path, "cat-file", "-p", now.blob).stdout == now.text
+    assert novel.read_text("chapters/missing.md") is None
+    assert novel.read_text("chapters") is None
+
+
+def test_files_lists_nested_files_and_filters_by_prefix(novel: NovelRepository) -> None:
+    commit_and_advance(novel, {"chapters/part-2/three.md": "3\n", "characters/mara.md": "Mara\n"})
+
+    assert sorted(novel.files()) == [
+        "chapters/one.md",
+        "chapters/part-2/three.md",
+        "characters/mara.md",
+        "novel.md",
+    ]
+    assert sorted(novel.files(prefix="chapters/")) == [
+        "chapters/one.md",
+        "chapters/part-2/three.md",
+    ]
+    assert novel.files(prefix="locations") == {}
+    assert novel.files(prefix="novel.md") == {}
+
+
+@pytest.mark.parametrize("garbage", ["", "zzz", "0" * 40, "g" * 40, "abc", "HEAD", "main", None])
+def test_has_commit_is_false_for_garbage(novel: NovelRepository, garbage: str) -> None:
+    assert novel.has_commit(garbage) is False
+
+
+def test_has_commit_is_false_for_blobs_and_trees(novel: NovelRepository) -> None:
+    blob = novel.files()["novel.md"]
+    tree = git(novel.path, "rev-parse", "main^{tree}").stdout.strip()
+
+    assert novel.has_commit(novel.head()) is True
+    assert novel.has_commit(novel.head().upper()) is True
+    assert novel.has_commit(blob) is False
+    assert novel.has_commit(tree) is False
+
+
+def test_reading_an_unknown_revision_is_not_found(novel: NovelRepository) -> None:
+    for read in (
+        lambda: novel.files(rev="zzz"),
+        lambda: novel.read_text("novel.md", rev="0" * 40),
+        lambda: novel.log(rev=""),
+    ):
+        with pytest.raises(NotFound) as missing:
+            read()
+        assert missing.value.code == "revision_missing"
+
+
+# -- writing ---------------------------------------------------------------------
+
+
+def test_write_commit_leaves_head_alone_until_advanced(novel: NovelRepository) -> None:
+    head = novel.head()
+    new = novel.write_commit(
+        parent=head, changes={"chapters/two.md": "Two.\n"}, author=ANN, message="Add two"
+    )
+
+    assert novel.head() == head
+    assert novel.has_commit(new)
+    novel.advance_head(new, head)
+    assert novel.head() == new
+    assert novel.read_text("chapters/two.md").text == "Two.\n"
+    assert novel.read_text("novel.md").text == FIRST_FILES["novel.md"]
+
+
+def test_advance_head_refuses_when_the_head_moved(novel: NovelRepository) -> None:
+    base = novel.head()
+    theirs = novel.write_commit(parent=base, changes={"a.md": "A"}, author=ANN, message="A")
+    ours = novel.write_commit(parent=base, changes={"b.md": "B"}, author=ANN, message="B")
+    novel.advance_head(theirs, base)
+
+    with pytest.raises(HeadMoved) as moved:
+        novel.advance_head(ours, base)
+
+    assert moved.value.code == "head_moved"
+    assert moved.value.status == 409
+    assert moved.value.details == {"expected": base, "actual": theirs}
+    assert novel.head() == theirs
+
+
+def test_advance_head_refuses_to_rewrite_history(novel: NovelRepository) -> None:
+    first = novel.head()
+    second = commit_and_advance(novel, {"a.md": "A"})
+    sideways = novel.write_commit(parent=first, changes={"b.md": "B"}, author=ANN, message="B")
+
+    with pytest.raises(Invalid) as refused:
+        novel.advance_head(sideways, second)
+    assert refused.value.code == "not_fast_forward"
+    assert novel.head() == second
+
+
+def test_a_stale_ref_lock_reports_busy_and_keeps_the_head(novel: NovelRepository) -> None:
+    head = novel.head()
+    new = novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
+    stale = novel.path / "refs" / "heads" / "main.lock"
+    stale.touch()
+
+    with pytest.raises(Unavailable) as busy:
+        novel.advance_head(new, head)
+
+    assert busy.value.code == "novel_busy"
+    assert novel.head() == head
+    stale.unlink()
+    novel.advance_head(new, head)
+    assert novel.head() == new
+
+
+def test_deleting_the_last_files_of_a_directory_prunes_it(novel: NovelRepository) -> None:
+    commit_and_advance(novel, {"chapters/part-2/three.md": "3\n", "chapters/two.md": "2\n"})
+
+    commit_and_advance(
+        novel,
+        {
+            "chapters/one.md": None,
+            "chapters/two.md": None,
+            "chapters/part-2/three.md": None,
+            "chapters/never-existed.md": None,
+        },
+    )
+
+    assert sorted(novel.files()) == ["novel.md"]
+    tree_listing = git(novel.path, "ls-tree", "-r", "-t", "--name-only", "main").stdout.split()
+    assert tree_listing == ["novel.md"]
+    assert_fsck_clean(novel.path)
+
+
+def test_deleting_every_file_leaves_an_empty_tree(novel: NovelRepository) -> None:
+    commit_and_advance(novel, {"novel.md": None, "chapters/one.md": None})
+
+    assert novel.files() == {}
+    assert_fsck_clean(novel.path)
+
+
+def test_a_file_can_become_a_directory_in_one_change(novel: NovelRepository) -> None:
+    commit_and_advance(novel, {"notes": "flat notes\n"})
+
+    commit_and_advance(novel, {"notes": None, "notes/plot.md": "Plot\n"})
+
+    assert novel.read_text("notes/plot.md").text == "Plot\n"
+    assert "notes" not in novel.files()
+
+
+@pytest.mark.parametrize(
+    "path", ["", "/abs.md", "a//b.md", "../up.md", "chapters/./x.md", ".git/config", "x/.GIT"]
+)
+def test_paths_git_cannot_store_are_refused(novel: NovelRepository, path: str) -> None:
+    with pytest.raises(Invalid) as refused:
+        novel.write_commit(parent=novel.head(), changes={path: "x"}, author=ANN, message="Bad")
+    assert refused.value.code == "invalid_path"
+
+
+def test_writing_a_file_over_a_directory_is_refused(novel: NovelRepository) -> None:
+    with pytest.raises(Invalid):
+        novel.write_commit(parent=novel.head(), changes={"chapters": "x"}, author=ANN, message="B")
+    with pytest.raises(Invalid):
+        novel.write_commit(
+            parent=novel.head(), changes={"novel.md/inner.md": "x"}, author=ANN, message="B"
+        )
+
+
+def test_trailers_are_git_trailers_and_come_back_in_the_log(novel: NovelRepository) -> None:
+    new = commit_and_advance(
+        novel, {"a.md": "A\n"}, trailers={"Device-Id": "laptop-7", "Op-Id": "op-42"}
+    )
+
+    parsed = git(novel.path, "log", "-1", "--format=%(trailers:key=Device-Id,valueonly)", new)
+    assert parsed.stdout.strip() == "laptop-7"
+    latest = next(novel.log())
+    assert latest.id == new
+    assert latest.message == "Edit"
+    assert latest.trailers == {"Device-Id": "laptop-7", "Op-Id": "op-42"}
+    with pytest.raises(Invalid):
+        novel.write_commit(
+            parent=new, changes={}, author=ANN, message="x", trailers={"Bad Key": "v"}
+        )
+
+
+def test_changed_paths_compare_trees_without_reading_files(novel: NovelRepository) -> None:
+    first = novel.head()
+    second = commit_and_advance(novel, {"chapters/one.md": "Changed\n", "chapters/two.md": "New\n"})
+    third = commit_and_advance(
+        novel, {"chapters/two.md": None, "novel.md": FIRST_FILES["novel.md"]}
+    )
+
+    assert novel.changed_paths(first, second) == ["chapters/one.md", "chapters/two.md"]
+    assert novel.changed_paths(second, third) == ["chapters/two.md"]
+    assert novel.changed_paths(first, third) == ["chapters/one.md"]
+    assert novel.changed_paths(None, first) == ["chapters/one.md", "novel.md"]
+    assert novel.changed_paths(third, third) == []
+
+
+def test_a_merge_commit_has_the_head_and_the_device_commit_as_parents(
+    novel: NovelRepository,
+) -> None:
+    base = novel.head()
+    server = commit_and_advance(novel, {"chapters/one.md": "Server edit\n"})
+    device = novel.write_commit(
+        parent=base,
+        changes={"chapters/two.md": "Device chapter\n"},
+        author=ANN,
+        message="Sync",
+        trailers={"Device-Id": "phone"},
+    )
+    assert novel.merge_base(server, device) == base
+    assert novel.is_ancestor(base, device) and not novel.is_ancestor(device, server)
+
+    merge = novel.write_commit(
+        parent=server,
+        extra_parents=[device],
+        changes={"chapters/two.md": "Device chapter\n"},
+        author=ANN,
+        message="Merge",
+    )
+    novel.advance_head(merge, server)
+
+    assert next(novel.log()).parents == (server, device)
+    assert novel.is_ancestor(device, merge) and novel.is_ancestor(merge, merge)
+    assert novel.read_text("chapters/one.md").text == "Server edit\n"
+    assert novel.read_text("chapters/two.md").text == "Device chapter\n"
+    assert [r.id for r in novel.log()][0] == merge
+    assert len(list(novel.log())) == 4
+    assert_fsck_clean(novel.path)
+
+
+def test_a_device_without_base_gets_a_root_commit_merged_into_the_head(
+    novel: NovelRepository,
+) -> None:
+    head = novel.head()
+    device = novel.write_commit(
+        parent=None, changes={"chapters/offline.md": "Offline\n"}, author=ANN, message="Sync"
+    )
+    assert list(novel.files(device)) == ["chapters/offline.md"]
+    assert novel.merge_base(head, device) is None
+
+    merge = novel.write_commit(
+        parent=head,
+        extra_parents=[device],
+        changes={"chapters/offline.md": "Offline\n"},
+        author=ANN,
+        message="Merge",
+    )
+    novel.advance_head(merge, head)
+
+    assert sorted(novel.files()) == ["chapters/offline.md", "chapters/one.md", "novel.md"]
+    assert_fsck_clean(novel.path)
+
+
+def test_history_is_newest_first_with_parents_after_children(novel: NovelRepository) -> None:
+    ids = [novel.head()] + [commit_and_advance(novel, {"a.md": str(i)}) for i in range(5)]
+
+    assert [r.id for r in novel.log()] == list(reversed(ids))
+    assert [r.id for r in novel.log(rev=ids[2])] == list(reversed(ids[:3]))
+
+
+def test_the_novel_is_clonable_with_plain_git(novel: NovelRepository, tmp_path: Path) -> None:
+    commit_and_advance(novel, {"characters/mara.md": "Mara\n"})
+    clone = tmp_path / "clone"
+
+    done = subprocess.run(
+        ["git", "clone", "-q", str(novel.path), str(clone)], capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert (clone / "novel.md").read_text() == FIRST_FILES["novel.md"]
+    assert (clone / "characters" / "mara.md").read_text() == "Mara\n"
+    branch = subprocess.run(
+        ["git", "-C", str(clone), "branch", "--show-current"], capture_output=True, text=True
+    )
+    assert branch.stdout.strip() == "main"
+
+
+# -- the novel lock and concurrent writers ---------------------------------------
+
+
+def test_novel_lock_times_out_as_busy_while_held(novel: NovelRepository) -> None:
+    # flock is per open file, so a second acquisition waits even in this thread.
+    with (
+        novel_lock(novel.path),
+        pytest.raises(Unavailable) as busy,
+        novel_lock(novel.path, timeout=0.05),
+    ):
+        pass
+    assert busy.value.code == "novel_busy"
+    with novel.lock(timeout=0):
+        pass
+
+
+def test_novel_lock_of_a_missing_novel_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound) as missing, novel_lock(tmp_path / "nope.git"):
+        pass
+    assert missing.value.code == "repository_missing"
+
+
+def _append_commits(path: str, worker: str, count: int, use_lock: bool) -> list[str]:
+    """Run in a child process: the sync engine's build-then-CAS loop, `count` times."""
+    enable_durability()
+    novel = NovelRepository.open(Path(path))
+    acknowledged = []
+    for i in range(count):
+        while True:
+            try:
+                if use_lock:
+                    with novel_lock(novel.path, timeout=30):
+                        acknowledged.append(_one_edit(novel, worker, i))
+                else:
+                    acknowledged.append(_one_edit(novel, worker, i))
+                break
+            except HeadMoved:
+                continue
+            except Unavailable as exc:
+                if exc.code != "novel_busy":
+                    raise
+                time.sleep(0.001)
+    return acknowledged
+
+
+def _one_edit(novel: NovelRepository, worker: str, i: int) -> str:
+    head = novel.head()
+    new = novel.write_commit(
+        parent=head,
+        changes={f"chapters/{worker}.md": f"{worker} draft {i}\n"},
+        author=Author(worker, f"{worker}@example.org"),
+        message=f"{worker} edit {i}",
+        trailers={"Device-Id": worker},
+    )
+    novel.advance_head(new, head)
+    return new
+
+
+@pytest.mark.parametrize("use_lock", [True, False], ids=["novel_lock", "cas_only"])
+def test_two_processes_appending_50_commits_each_lose_none(
+    novel: NovelRepository, use_lock: bool
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        runs = [
+            pool.apply_async(_append_commits, (str(novel.path), worker, 50, use_lock))
+            for worker in ("alpha", "beta")
+        ]
+        acknowledged = [commit for run in runs for commit in run.get(timeout=300)]
+
+    history = list(novel.log())
+    assert len(acknowledged) == 100
+    assert set(acknowledged) <= {r.id for r in history}
+    assert len(history) == 101
+    assert all(len(r.parents) == 1 for r in history[:-1])
+    by_device = [r.trailers["Device-Id"] for r in history[:-1]]
+    assert by_device.count("alpha") == 50 and by_device.count("beta") == 50
+    assert novel.read_text("chapters/alpha.md").text == "alpha draft 49\n"
+    assert novel.read_text("chapters/beta.md").text == "beta draft 49\n"
+    assert_fsck_clean(novel.path)
+
+
+# -- storage failures ------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs, so a disk can really fill up or turn read-only."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_makes_writes_unavailable_and_keeps_the_head(small_disk: Path) -> None:
+    novel = NovelRepository.create(
+        small_disk / "novel.git", files=FIRST_FILES, author=ANN, message="Create"
+    )
+    head = novel.head()
+    subprocess.run(["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=4k"], check=False)
+
+    with pytest.raises(Unavailable) as full:
+        novel.write_commit(
+            parent=head, changes={"chapters/two.md": "x" * 200_000}, author=ANN, message="Big"
+        )
+
+    assert full.value.code == "storage_full"
+    assert full.value.status == 503
+    assert novel.head() == head
+    (small_disk / "filler").unlink()
+    assert_fsck_clean(novel.path)
+
+
+def test_a_read_only_disk_makes_writes_unavailable(small_disk: Path) -> None:
+    novel = NovelRepository.create(
+        small_disk / "novel.git", files=FIRST_FILES, author=ANN, message="Create"
+    )
+    head = novel.head()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+
+    with pytest.raises(Unavailable) as read_only:
+        novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
+    with pytest.raises(Unavailable) as lock_refused, novel_lock(novel.path):
+        pass
+
+    assert read_only.value.code == "storage_read_only"
+    assert lock_refused.value.code == "storage_read_only"
+    assert novel.head() == head
+    assert novel.read_text("novel.md").text == FIRST_FILES["novel.md"]
+
+
+# -- maintenance -----------------------------------------------------------------
+
+
+def test_repack_packs_loose_objects_and_fsck_stays_clean(novel: NovelRepository) -> None:
+    for i in range(20):
+        commit_and_advance(novel, {f"chapters/c{i}.md": f"Chapter {i}\n"})
+    before = loose_object_count(novel.path)
+    assert needs_repack(novel.path, threshold=50)
+
+    result = repack(novel.path)
+
+    assert result.loose_before == before >= 60
+    assert result.loose_after == loose_object_count(novel.path) < before
+    assert result.packs_after == pack_count(novel.path) == 1
+    assert not needs_repack(novel.path, threshold=50)
+    assert len(list(novel.log())) == 21
+    assert novel.read_text("chapters/c7.md").text == "Chapter 7\n"
+    assert_fsck_clean(novel.path)
+
+
+def test_repack_keeps_unpublished_commits_of_a_sync_in_flight(novel: NovelRepository) -> None:
+    head = novel.head()
+    pending = novel.write_commit(
+        parent=head, changes={"chapters/late.md": "Late\n"}, author=ANN, message="In flight"
+    )
+
+    repack(novel.path)
+    repack(novel.path, full=True)
+
+    novel.advance_head(pending, head)
+    assert novel.read_text("chapters/late.md").text == "Late\n"
+    assert_fsck_clean(novel.path)
+
+
+def test_repacking_while_another_process_writes_loses_nothing(novel: NovelRepository) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        run = pool.apply_async(_append_commits, (str(novel.path), "gamma", 60, True))
+        repacks = 0
+        while not run.ready() or repacks == 0:
+            repack(novel.path, full=repacks % 2 == 1)
+            repacks += 1
+        acknowledged = run.get(timeout=300)
+
+    assert set(acknowledged) <= {r.id for r in novel.log()}
+    assert len(list(novel.log())) == 61
+    assert_fsck_clean(novel.path)
+
+
+def test_a_second_repack_at_the_same_time_is_skipped(novel: NovelRepository) -> None:
+    import fcntl
+
+    from storage.maintenance import MAINTENANCE_LOCK_FILE
+
+    fd = os.open(novel.path / MAINTENANCE_LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert repack(novel.path).skipped is True
+    finally:
+        os.close(fd)
+    assert repack(novel.path).skipped is False
+
+
+# -- cost ------------------------------------------------------------------------
+
+
+def test_cost_of_one_durable_commit_is_printed(novel: NovelRepository) -> None:
+    rounds = 200
+    started = time.perf_counter()
+    for i in range(rounds):
+        commit_and_advance(novel, {"chapters/one.md": f"Draft {i}\n" * 50})
+    elapsed = time.perf_counter() - started
+
+    print(f"\nwrite_commit+advance_head with fsync: {elapsed / rounds * 1000:.2f} ms average")
+    assert len(list(novel.log())) == rounds + 1
