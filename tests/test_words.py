@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage.words import split_lines, tokenize, word_count
+
+
+def test_punctuation_and_spaces_are_tokens_of_their_own():
+    assert tokenize("Hello, world!") == ["Hello", ",", " ", "world", "!"]
+
+
+def test_apostrophes_inside_words_keep_one_word():
+    assert tokenize("don't stop l’homme") == ["don't", " ", "stop", " ", "l’homme"]
+
+
+def test_apostrophes_outside_words_are_punctuation():
+    assert tokenize("'tis the dogs'") == ["'", "tis", " ", "the", " ", "dogs", "'"]
+
+
+def test_accented_words_are_one_token_precomposed_or_decomposed():
+    assert tokenize("café crème") == ["café", " ", "crème"]
+    assert tokenize("cafe\u0301 au lait") == ["cafe\u0301", " ", "au", " ", "lait"]
+
+
+def test_devanagari_vowel_signs_stay_inside_their_word():
+    assert tokenize("हिन्दी भाषा") == ["हिन्दी", " ", "भाषा"]
+
+
+def test_cyrillic_words_are_tokens():
+    assert tokenize("Привет, мир") == ["Привет", ",", " ", "мир"]
+
+
+def test_each_cjk_character_is_a_token():
+    assert tokenize("我爱你。") == ["我", "爱", "你", "。"]
+    assert tokenize("東京タワー") == ["東", "京", "タ", "ワ", "ー"]
+    assert tokenize("한국어") == ["한", "국", "어"]
+
+
+def test_latin_next_to_cjk_splits_at_the_script_change():
+    assert tokenize("iPhone发布") == ["iPhone", "发", "布"]
+
+
+def test_emoji_are_symbols_and_keep_their_variation_selector():
+    assert tokenize("I ❤️ it 👍") == ["I", " ", "❤️", " ", "it", " ", "👍"]
+
+
+def test_whitespace_runs_are_one_token():
+    assert tokenize("a \n\n b") == ["a", " \n\n ", "b"]
+
+
+def test_underscore_is_markdown_punctuation_not_part_of_a_word():
+    assert tokenize("_very_") == ["_", "very", "_"]
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_tokens_always_join_back_to_the_text(text):
+    assert "".join(tokenize(text)) == text
+
+
+@given(st.text(alphabet=st.sampled_from("ab \n")))
+def test_lines_join_back_and_only_the_last_may_lack_a_newline(text):
+    lines = split_lines(text)
+    assert "".join(lines) == text
+    assert all(line.endswith("\n") for line in lines[:-1])
+    assert all(line for line in lines)
+
+
+def test_english_words_are_counted():
+    assert word_count("The quick brown fox jumps over the lazy dog.") == 9
+
+
+def test_contractions_and_elisions_count_once():
+    assert word_count("Don't tell l’homme") == 3
+
+
+def test_french_accents_and_cyrillic_are_counted_as_words():
+    assert word_count("Élodie a mangé une crème brûlée.") == 6
+    assert word_count("Война и мир") == 3
+
+
+def test_cjk_counts_one_per_character():
+    assert word_count("我爱你。") == 3
+    assert word_count("東京に行った。") == 6
+    assert word_count("안녕 세상") == 4
+
+
+def test_mixed_scripts_add_up():
+    assert word_count("Hello 世界") == 3
+
+
+def test_emoji_and_punctuation_are_not_words():
+    assert word_count("Wow!!! 🎉🎉 — fine… ❤️") == 2
+
+
+def test_hyphenated_words_and_decimal_numbers_count_once():
+    assert word_count("a well-known fact, 3.14 or 1,000") == 6
+
+
+def test_markdown_syntax_does_not_count():
+    body = "# Chapter One\n\n**Bold** and *em* and _em_.\n\n---\n\n> Quote\n\n- item\n"
+    assert word_count(body) == 9
+
+
+def test_link_urls_do_not_count_but_link_text_does():
+    assert word_count("See [the old mill](https://example.com/old-mill) today.") == 5
+
+
+def test_images_autolinks_bare_urls_and_html_do_not_count():
+    body = (
+        "![a map of the town](img/map.png)\n"
+        "Write to <https://example.com/a/b> or https://example.org/x?y=z now.\n"
+        "<!-- a note to self -->\n"
+        "<span class='x'>Red</span>\n"
+        "[ref]: https://example.com/ref\n"
+    )
+    assert word_count(body) == 5
+
+
+def test_empty_text_has_no_words():
+    assert word_count("") == 0
+    assert word_count("   \n\n") == 0
