@@ -99,8 +99,8 @@ CREATE TABLE novel (
 );
 
 CREATE TABLE chapter (
-    id          TEXT PRIMARY KEY,
     novel_id    TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
     path        TEXT NOT NULL,
     title       TEXT NOT NULL,
     number      INTEGER NOT NULL CHECK (number >= 0),
@@ -109,6 +109,7 @@ CREATE TABLE chapter (
     word_count  INTEGER NOT NULL DEFAULT 0 CHECK (word_count >= 0),
     blob        TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    PRIMARY KEY (novel_id, id),
     UNIQUE (novel_id, path)
 );
 
@@ -143,20 +144,21 @@ CREATE TABLE server_meta (
 );
 
 CREATE TABLE character (
-    id          TEXT PRIMARY KEY,
     novel_id    TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
     path        TEXT NOT NULL,
     name        TEXT NOT NULL,
     role        TEXT,
     word_count  INTEGER NOT NULL DEFAULT 0 CHECK (word_count >= 0),
     blob        TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    PRIMARY KEY (novel_id, id),
     UNIQUE (novel_id, path)
 );
 
 CREATE TABLE location (
-    id          TEXT PRIMARY KEY,
     novel_id    TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
     path        TEXT NOT NULL,
     name        TEXT NOT NULL,
     type        TEXT,
@@ -164,6 +166,7 @@ CREATE TABLE location (
     word_count  INTEGER NOT NULL DEFAULT 0 CHECK (word_count >= 0),
     blob        TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    PRIMARY KEY (novel_id, id),
     UNIQUE (novel_id, path)
 );
 
@@ -183,9 +186,10 @@ CREATE TABLE conflict (
     novel_id           TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
     path               TEXT NOT NULL,
     field              TEXT,
-    base               TEXT NOT NULL,
-    ours               TEXT NOT NULL,
-    theirs             TEXT NOT NULL,
+    -- NULL: the file (or field) is absent on that side, e.g. deleted by the device.
+    base               TEXT,
+    ours               TEXT,
+    theirs             TEXT,
     device_id          TEXT NOT NULL,
     user_id            TEXT NOT NULL,
     device_commit      TEXT NOT NULL,

@@ -7,28 +7,34 @@ import apsw
 from server import models as m
 from server.endpoints import Call, Endpoint
 from server.pagination import decode_text_cursor, page
+from server.state import LIBRARY
+from server.writing import authorized_write, edit_for, novel_for
 from storage import novels
+from storage.access import ROLE_LEVEL, Level, authorize_novel, authorize_org, member_role
 from storage.accounts import personal_organization_id
-from storage.access import Level, authorize_novel, authorize_org
+from sync import content
 from storage.errors import NotFound
 
 
 async def create_novel(call: Call) -> dict:
+    """The repository first (its first commit holds novel.md), then the registry row."""
     body: m.NovelBody = call.body
     principal = call.principal
 
-    def create(conn: apsw.Connection) -> dict:
-        slug = body.org
-        if slug is None:
-            org_id = principal.active_organization_id or _personal_org(conn, principal.user_id)
-        else:
-            org_id = authorize_org(conn, principal, slug, Level.WRITE)[0]["id"]
-        fields = body.model_dump(exclude={"org"})
-        return novels.create_novel(
-            conn, organization_id=org_id, owner_id=principal.user_id, fields=fields
-        )
+    def organization(conn: apsw.Connection) -> str:
+        if body.org is not None:
+            return authorize_org(conn, principal, body.org, Level.WRITE)[0]["id"]
+        active = principal.active_organization_id
+        if active is not None and ROLE_LEVEL.get(member_role(conn, principal.user_id, active)) >= Level.WRITE:
+            return active
+        return _personal_org(conn, principal.user_id)
 
-    return await call.db.write(create)
+    org_id = await call.db.read(organization)
+    edit = await edit_for(call, "Start the novel")
+    return await content.create_novel(
+        call.db, call.request.app[LIBRARY], organization_id=org_id, author=edit.author,
+        owner_id=principal.user_id, fields=body.model_dump(exclude={"org"}),
+    )  # fmt: skip
 
 
 def _personal_org(conn: apsw.Connection, user_id: str) -> str:
@@ -66,21 +72,28 @@ async def get_novel(call: Call) -> dict:
 
 
 async def update_novel(call: Call) -> dict:
+    """Visibility lives in SQLite; title, description and the rest in novel.md (a commit)."""
     body: m.NovelPatch = call.body
-
-    def update(conn: apsw.Connection) -> dict:
-        novel = authorize_novel(conn, call.principal, call.params["novel_id"], Level.WRITE)
-        return novels.update_novel(conn, novel["id"], body.model_dump(exclude_unset=True))
-
-    return await call.db.write(update)
+    changes = body.model_dump(exclude_unset=True)
+    novel = await novel_for(call, Level.WRITE)
+    if "visibility" in changes and changes["visibility"] != novel["visibility"]:
+        await authorized_write(
+            call, Level.ADMIN, lambda conn, n: novels.update_novel(conn, n["id"], {"visibility": changes["visibility"]})
+        )
+    in_file = {k: v for k, v in changes.items() if k != "visibility"}
+    if in_file:
+        edit = await edit_for(call, "Edit the novel's details")
+        await content.update_novel_file(call.db, call.request.app[LIBRARY], novel["id"], edit, in_file)
+    return await call.db.read(novels.get_novel, novel["id"])
 
 
 async def delete_novel(call: Call) -> None:
-    def delete(conn: apsw.Connection) -> None:
-        novel = authorize_novel(conn, call.principal, call.params["novel_id"], Level.ADMIN)
-        novels.delete_novel(conn, novel["id"])
-
-    await call.db.write(delete)
+    """Rows first (the novel disappears at once), then the repository under its write lock."""
+    library = call.request.app[LIBRARY]
+    novel = await novel_for(call, Level.ADMIN)
+    async with library.writing(novel["id"]):
+        await authorized_write(call, Level.ADMIN, lambda conn, n: novels.delete_novel(conn, n["id"]))
+    await content.remove_repository(library, novel["id"])
 
 
 NOVEL = "/api/v1/novels/{novel_id}"

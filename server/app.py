@@ -8,14 +8,22 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from server import api_accounts, api_novels, api_organizations
+from server import api_accounts, api_ai, api_content, api_novels, api_organizations, api_sync
+from server.events import EventHub
 from server.config import Settings
 from server.endpoints import Call, Endpoint, bind, json_response
 from server.middleware import authenticate, cors, errors
 from server.models import Health
 from server.openapi import build_openapi
-from server.state import DB, SETTINGS
+from server.state import DB, EVENTS, HTTP, LIBRARY, SECRETS, SETTINGS
+import aiohttp
+
 from storage.db import open_database, query_one
+from storage.keyring import ensure_key_verifier
+from storage.library import Library
+from storage.reindex import check_novels
+from storage.repository import enable_durability
+from storage.secrets import SecretBox, load_server_key
 from storage.errors import Unavailable
 
 log = logging.getLogger("openwrite")
@@ -55,7 +63,15 @@ SERVICE = [
 
 
 def all_endpoints() -> list[Endpoint]:
-    return [*SERVICE, *api_accounts.ENDPOINTS, *api_organizations.ENDPOINTS, *api_novels.ENDPOINTS]
+    return [
+        *SERVICE,
+        *api_accounts.ENDPOINTS,
+        *api_organizations.ENDPOINTS,
+        *api_novels.ENDPOINTS,
+        *api_content.ENDPOINTS,
+        *api_sync.ENDPOINTS,
+        *api_ai.ENDPOINTS,
+    ]
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -77,7 +93,30 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.repositories_dir.mkdir(parents=True, exist_ok=True)
-    app[DB] = open_database(settings.database_path, readers=settings.sqlite_readers)
+    enable_durability()
+    box = SecretBox(load_server_key(settings.data_dir, settings.secret_key))
+    db = open_database(settings.database_path, readers=settings.sqlite_readers)
+    try:
+        db.write_sync(ensure_key_verifier, box)
+    except BaseException:
+        db.close()
+        raise
+    app[DB] = db
+    app[SECRETS] = box
+    library = Library(settings.repositories_dir, loose_threshold=settings.loose_object_threshold)
+    # Git is the truth for content: a crash between a commit and its SQLite write
+    # leaves the index behind Git, and this brings it back before serving.
+    report = await library.call(check_novels, db, settings.repositories_dir)
+    if report.repaired or report.missing:
+        log.warning("start-up check: %d novels rebuilt from Git, %d without a repository",
+                    len(report.repaired), len(report.missing))  # fmt: skip
+    app[LIBRARY] = library
+    app[HTTP] = aiohttp.ClientSession()
+    hub = app[EVENTS] = EventHub(db)
+    await hub.start()
     log.info("data directory %s", settings.data_dir.resolve())
     yield
-    app[DB].close()
+    await hub.stop()
+    await app[HTTP].close()
+    app[LIBRARY].close()
+    db.close()

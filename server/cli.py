@@ -94,6 +94,129 @@ def create_org(args: argparse.Namespace) -> int:
     return 0
 
 
+def reindex(args: argparse.Namespace) -> int:
+    """Rebuild every novel's index rows from its Git repository."""
+    from storage.reindex import check_novels
+
+    settings = _settings(args)
+    report = _with_database(
+        settings, lambda db: check_novels(db, settings.repositories_dir, force=True)
+    )
+    print(f"checked {report.checked} novels, rebuilt {len(report.repaired)} from Git")
+    for novel_id in report.missing:
+        print(f"novel {novel_id}: no repository found", file=sys.stderr)
+    return 1 if report.missing else 0
+
+
+def maintenance(args: argparse.Namespace) -> int:
+    """Repack every novel's repository (all loose objects into one delta-compressed pack)."""
+    from tqdm import tqdm
+
+    from storage import content_index
+    from storage.library import Library
+
+    settings = _settings(args)
+
+    def run(db: Database) -> int:
+        library = Library(settings.repositories_dir)
+        failed = 0
+        try:
+            novels = db.read_sync(content_index.novel_heads)
+            for row in tqdm(novels, desc="repacking", unit="novel", disable=args.quiet):
+                if library.maintain(row["id"], force=True) is None:
+                    failed += 1
+        finally:
+            library.close()
+        return failed
+
+    failed = _with_database(settings, run)
+    if failed:
+        print(f"{failed} novels could not be repacked (see the log)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    """Re-seal every stored secret under a new server key; the server must be stopped.
+
+    Crash-safe order: (1) stage the new key in data/secret.key.new (fsynced); (2) one
+    SQLite transaction re-seals every secret, recomputes key hashes and replaces the
+    verifier; (3) rename secret.key.new over secret.key. Until (2) commits the old key
+    still opens everything; after it, the new key is on disk. If (3) did not happen, the
+    server refuses the old key at start-up, and running this command again finishes it.
+    """
+    from storage import ai_providers
+    from storage.keyring import ensure_key_verifier, replace_key_verifier
+    from storage.secrets import (
+        KEY_FILE_NAME,
+        SecretBox,
+        ServerKey,
+        ServerKeyError,
+        discard_staged_key,
+        install_staged_key,
+        load_server_key,
+        read_staged_key,
+        stage_server_key,
+    )
+
+    settings = _settings(args)
+    data_dir, key_file = settings.data_dir, settings.data_dir / KEY_FILE_NAME
+    if not settings.database_path.exists():
+        raise OpenWriteError(f"no database at {settings.database_path}")
+    if not settings.secret_key and not key_file.exists():
+        raise OpenWriteError(f"no server key: neither OPENWRITE_SECRET_KEY nor {key_file}")
+    old_box = SecretBox(load_server_key(data_dir, settings.secret_key))
+    db = open_database(settings.database_path, readers=1)
+    try:
+        try:
+            db.write_sync(ensure_key_verifier, old_box)
+        except ServerKeyError:
+            staged = read_staged_key(data_dir)
+            if staged is None:
+                raise
+            db.write_sync(ensure_key_verifier, SecretBox(staged))
+            install_staged_key(data_dir)
+            print(f"finished an interrupted rotation: the server key is now {staged.key_id}")
+            _warn_about_env_key(settings)
+            return 0
+        if args.new_key:
+            new_key = ServerKey.from_text(args.new_key, source="--new-key")
+        else:
+            new_key = ServerKey.generate()
+        new_box = SecretBox(new_key)
+        if new_box.key_id == old_box.key_id:
+            raise OpenWriteError("the new key is the current key")
+        stage_server_key(data_dir, new_key)
+
+        def reseal(conn) -> int:  # noqa: ANN001
+            count = ai_providers.reseal_secrets(conn, old_box, new_box)
+            replace_key_verifier(conn, new_box)
+            return count
+
+        try:
+            count = db.write_sync(reseal)
+        except OpenWriteError:
+            discard_staged_key(data_dir)  # rolled back: the old key is still the key
+            raise
+        install_staged_key(data_dir)
+    finally:
+        db.close()
+    print(
+        f"re-sealed the secrets of {count} AI provider connection(s);"
+        f" server key {old_box.key_id} -> {new_box.key_id}, written to {key_file}"
+    )
+    _warn_about_env_key(settings)
+    return 0
+
+
+def _warn_about_env_key(settings: Settings) -> None:
+    if settings.secret_key:
+        print(
+            "OPENWRITE_SECRET_KEY still holds the old key: unset it (the new key is in"
+            f" {settings.data_dir / 'secret.key'}) or set it to the new key before starting",
+            file=sys.stderr,
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openwrite", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", required=True, help="the owner's email")
     data_dir_flag(p)
     p.set_defaults(run=create_org)
+    p = tasks.add_parser("reindex", help="rebuild the content index of every novel from Git")
+    data_dir_flag(p)
+    p.set_defaults(run=reindex)
+    p = tasks.add_parser("maintenance", help="repack every novel's repository")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir_flag(p)
+    p.set_defaults(run=maintenance)
+    p = tasks.add_parser(
+        "rotate-key", help="re-seal stored secrets under a new server key (stop the server first)"
+    )
+    p.add_argument(
+        "--new-key", help="base64url of 32 bytes (default: generate one); visible in `ps`"
+    )
+    data_dir_flag(p)
+    p.set_defaults(run=rotate_key)
     return parser
 
 

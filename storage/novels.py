@@ -21,9 +21,14 @@ _SELECT = (
 
 
 def create_novel(
-    conn: apsw.Connection, *, organization_id: str, owner_id: str, fields: dict[str, Any]
+    conn: apsw.Connection,
+    *,
+    organization_id: str,
+    owner_id: str,
+    fields: dict[str, Any],
+    novel_id: str | None = None,
 ) -> Row:
-    novel_id, moment = new_id(), now()
+    novel_id, moment = novel_id or new_id(), now()
     values = {k: fields.get(k) for k in EDITABLE}
     values["status"] = values["status"] or "draft"
     values["visibility"] = values["visibility"] or "private"

@@ -90,10 +90,14 @@ def _require_manager(actor_role: str, *roles_touched: str) -> None:
     if actor_role not in ("owner", "admin"):
         raise Forbidden("only owners and admins manage members", code="insufficient_role")
     if "owner" in roles_touched and actor_role != "owner":
-        raise Forbidden("only owners grant, change or remove the owner role", code="insufficient_role")
+        raise Forbidden(
+            "only owners grant, change or remove the owner role", code="insufficient_role"
+        )
 
 
-def add_member(conn: apsw.Connection, org_id: str, actor_role: str, *, email: str, role: str) -> Row:
+def add_member(
+    conn: apsw.Connection, org_id: str, actor_role: str, *, email: str, role: str
+) -> Row:
     _require_manager(actor_role, role)
     user = query_one(conn, "SELECT id FROM user WHERE email = ?", (email,))
     if user is None:
@@ -139,8 +143,12 @@ def remove_member(
         " (SELECT id FROM team WHERE organization_id = ?)",
         (user_id, org_id),
     )
+    conn.execute("DELETE FROM member WHERE organization_id = ? AND user_id = ?", (org_id, user_id))
+    # A session still pointing at the organization would keep creating novels there.
     conn.execute(
-        "DELETE FROM member WHERE organization_id = ? AND user_id = ?", (org_id, user_id)
+        "UPDATE session SET active_organization_id = NULL, active_team_id = NULL"
+        " WHERE user_id = ? AND active_organization_id = ?",
+        (user_id, org_id),
     )
 
 
@@ -158,7 +166,8 @@ def update_organization(conn: apsw.Connection, org_id: str, actor_role: str, *, 
 def _team(conn: apsw.Connection, org_id: str, team_id: str) -> Row:
     row = query_one(
         conn,
-        "SELECT id, organization_id, name, created_at FROM team WHERE id = ? AND organization_id = ?",
+        "SELECT id, organization_id, name, created_at FROM team"
+        " WHERE id = ? AND organization_id = ?",
         (team_id, org_id),
     )
     if row is None:
@@ -215,11 +224,18 @@ def remove_team_member(
 ) -> None:
     _require_manager(actor_role)
     _team(conn, org_id, team_id)
-    if conn.execute(
-        "DELETE FROM team_member WHERE team_id = ? AND user_id = ? RETURNING user_id",
-        (team_id, user_id),
-    ).fetchall() == []:
+    if (
+        conn.execute(
+            "DELETE FROM team_member WHERE team_id = ? AND user_id = ? RETURNING user_id",
+            (team_id, user_id),
+        ).fetchall()
+        == []
+    ):
         raise NotFound("team member not found")
+    conn.execute(
+        "UPDATE session SET active_team_id = NULL WHERE user_id = ? AND active_team_id = ?",
+        (user_id, team_id),
+    )
 
 
 def team_of_member(conn: apsw.Connection, team_id: str, user_id: str) -> Row | None:

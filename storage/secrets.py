@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from storage.errors import OpenWriteError
 
 KEY_FILE_NAME = "secret.key"
+STAGED_KEY_FILE_NAME = "secret.key.new"
 KEY_ENV_VAR = "OPENWRITE_SECRET_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -146,14 +147,8 @@ def _create_key_file(path: Path) -> ServerKey:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     key = ServerKey.generate()
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    temp = _write_private_temp(path, key)
     try:
-        try:
-            os.write(fd, (key.to_text() + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         try:
             os.link(temp, path)
         except FileExistsError:
@@ -163,6 +158,53 @@ def _create_key_file(path: Path) -> ServerKey:
             os.unlink(temp)
     _fsync_directory(path.parent)
     return key
+
+
+def _write_private_temp(path: Path, key: ServerKey) -> Path:
+    """`key` in a new 0600 file next to `path`, flushed to disk; the caller moves it."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, (key.to_text() + "\n").encode("ascii"))
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    return temp
+
+
+def stage_server_key(data_dir: Path, key: ServerKey) -> None:
+    """Put `key` in `secret.key.new` (durably) before a rotation commits to it.
+
+    Rotation order: stage the new key, commit the re-sealed secrets and the new verifier
+    in one transaction, then `install_staged_key`. A crash at any point leaves either the
+    old key valid for the database, or the new key safe on disk in one of the two files.
+    """
+    path = data_dir / STAGED_KEY_FILE_NAME
+    os.replace(_write_private_temp(path, key), path)
+    _fsync_directory(data_dir)
+
+
+def read_staged_key(data_dir: Path) -> ServerKey | None:
+    """The key a rotation staged and has not installed yet, if any."""
+    try:
+        return _read_key_file(data_dir / STAGED_KEY_FILE_NAME)
+    except FileNotFoundError:
+        return None
+
+
+def install_staged_key(data_dir: Path) -> None:
+    """Make the staged key the server key (`secret.key`), atomically and durably."""
+    os.replace(data_dir / STAGED_KEY_FILE_NAME, data_dir / KEY_FILE_NAME)
+    _fsync_directory(data_dir)
+
+
+def discard_staged_key(data_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(data_dir / STAGED_KEY_FILE_NAME)
+    _fsync_directory(data_dir)
 
 
 def _fsync_directory(directory: Path) -> None:

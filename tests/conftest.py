@@ -46,7 +46,9 @@ class Writer:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    async def call(self, method: str, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, json: Any = None, **kwargs: Any
+    ) -> tuple[int, Any]:
         """Status and decoded JSON (or None) of one request as this writer."""
         headers = {**self.headers, **kwargs.pop("headers", {})}
         response = await self.client.request(method, path, json=json, headers=headers, **kwargs)

@@ -7,12 +7,14 @@ module sends it, maps every failure to ProviderError, and keeps the API key out 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -184,6 +186,40 @@ def scrub(value: Any, secret: str) -> Any:
     if isinstance(value, list | tuple):
         return [scrub(item, secret) for item in value]
     return value
+
+
+def check_base_url(url: str) -> str:
+    """A writer's base URL override, normalized; ValueError saying why it is refused.
+
+    SSRF policy: the server POSTs to this URL on the writer's behalf, and a self-hosted
+    Ollama on localhost or the LAN is a main use case, so loopback and private addresses
+    stay allowed. Refused: schemes other than http(s), credentials in the URL (they would
+    be sent as Basic auth and shown back), query strings and fragments (adapters append
+    paths), and literal link-local addresses, where cloud metadata services answer.
+    Redirects are never followed and answers are read with size limits.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("base_url must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("base_url needs a host name")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("base_url must not contain credentials; use api_key")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must not have a query string or fragment")
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        address = None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address is not None and address.is_link_local:
+        raise ValueError("base_url must not point at a link-local address")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError("base_url has an invalid port") from None
+    return parts.geturl().rstrip("/")
 
 
 class ProviderAdapter(ABC):

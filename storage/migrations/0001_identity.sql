@@ -104,9 +104,11 @@ CREATE INDEX novel_by_organization ON novel(organization_id, id);
 CREATE INDEX novel_by_owner ON novel(owner_id);
 CREATE INDEX novel_public ON novel(visibility, id) WHERE visibility = 'public';
 
+-- Chapter rows are an index of chapters/*.md in the novel's Git repository; `id` comes
+-- from the file's front matter, so it is unique within its novel only.
 CREATE TABLE chapter (
-    id          TEXT PRIMARY KEY,
     novel_id    TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
     path        TEXT NOT NULL,
     title       TEXT NOT NULL,
     number      INTEGER NOT NULL CHECK (number >= 0),
@@ -115,6 +117,7 @@ CREATE TABLE chapter (
     word_count  INTEGER NOT NULL DEFAULT 0 CHECK (word_count >= 0),
     blob        TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    PRIMARY KEY (novel_id, id),
     UNIQUE (novel_id, path)
 );
 CREATE INDEX chapter_by_number ON chapter(novel_id, number);

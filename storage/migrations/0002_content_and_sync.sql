@@ -2,21 +2,22 @@
 -- bookkeeping: device operations for idempotency, conflicts, the change feed.
 
 CREATE TABLE character (
-    id          TEXT PRIMARY KEY,
     novel_id    TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
     path        TEXT NOT NULL,
     name        TEXT NOT NULL,
     role        TEXT,
     word_count  INTEGER NOT NULL DEFAULT 0 CHECK (word_count >= 0),
     blob        TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    PRIMARY KEY (novel_id, id),
     UNIQUE (novel_id, path)
 );
 CREATE INDEX character_by_name ON character(novel_id, name);
 
 CREATE TABLE location (
-    id          TEXT PRIMARY KEY,
     novel_id    TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
     path        TEXT NOT NULL,
     name        TEXT NOT NULL,
     type        TEXT,
@@ -24,6 +25,7 @@ CREATE TABLE location (
     word_count  INTEGER NOT NULL DEFAULT 0 CHECK (word_count >= 0),
     blob        TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
+    PRIMARY KEY (novel_id, id),
     UNIQUE (novel_id, path)
 );
 CREATE INDEX location_by_name ON location(novel_id, name);
@@ -45,9 +47,10 @@ CREATE TABLE conflict (
     novel_id           TEXT NOT NULL REFERENCES novel(id) ON DELETE CASCADE,
     path               TEXT NOT NULL,
     field              TEXT,
-    base               TEXT NOT NULL,
-    ours               TEXT NOT NULL,
-    theirs             TEXT NOT NULL,
+    -- NULL: the file (or field) is absent on that side, e.g. deleted by the device.
+    base               TEXT,
+    ours               TEXT,
+    theirs             TEXT,
     device_id          TEXT NOT NULL,
     user_id            TEXT NOT NULL,
     device_commit      TEXT NOT NULL,

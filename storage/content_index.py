@@ -1,0 +1,191 @@
+"""The content index: SQLite rows derived from a novel's Git files (chapter list, word
+counts, the novel's head and counters). Rebuildable from Git at any time."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import apsw
+
+from storage.db import Row, query, query_one
+from storage.documents import parse_document
+from storage.errors import Invalid
+from storage.ids import now
+from storage.layout import kind_of
+from storage.words import word_count
+
+CHAPTER_STATUSES = ("draft", "in_progress", "completed", "published")
+NOVEL_STATUSES = ("draft", "in_progress", "completed", "published", "archived")
+_TABLE = {"chapter": "chapter", "character": "character", "location": "location"}
+
+
+def derived_id(path: str) -> str:
+    """A stable id for a file whose front matter has none (or a duplicate one)."""
+    return "f" + hashlib.sha1(path.encode("utf-8")).hexdigest()[:20]
+
+
+def read_document(text: str) -> tuple[dict[str, Any], str]:
+    """Front matter and body; a file whose front matter does not parse indexes as body only."""
+    try:
+        document = parse_document(text)
+    except Invalid:
+        return {}, text
+    return document.meta, document.body
+
+
+def _text(value: Any, limit: int = 300) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)[:limit]
+
+
+def _number(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def describe(path: str, text: str, blob: str) -> dict[str, Any]:
+    """The index row of one file, from its front matter and body."""
+    meta, body = read_document(text)
+    kind = kind_of(path)
+    row: dict[str, Any] = {
+        "path": path,
+        "id": _text(meta.get("id"), 64) or derived_id(path),
+        "word_count": word_count(body),
+        "blob": blob,
+    }
+    fallback = path.rsplit("/", 1)[-1].removesuffix(".md")
+    if kind == "chapter":
+        status = meta.get("status")
+        row.update(
+            title=_text(meta.get("title")) or fallback,
+            number=_number(meta.get("number", meta.get("weight"))),
+            status=status if status in CHAPTER_STATUSES else "draft",
+        )
+    elif kind == "character":
+        row.update(name=_text(meta.get("name")) or fallback, role=_text(meta.get("role")))
+    elif kind == "location":
+        row.update(
+            name=_text(meta.get("name")) or fallback,
+            type=_text(meta.get("type")),
+            parent_id=_text(meta.get("parent"), 64),
+        )
+    elif kind == "novel":
+        row["meta"] = meta
+    return row
+
+
+def _upsert(conn: apsw.Connection, novel_id: str, table: str, row: dict[str, Any], moment: str) -> None:
+    clash = query_one(
+        conn,
+        f"SELECT path FROM {table} WHERE novel_id = ? AND id = ? AND path != ?",
+        (novel_id, row["id"], row["path"]),
+    )
+    if clash:
+        row = {**row, "id": derived_id(row["path"])}
+    conn.execute(f"DELETE FROM {table} WHERE novel_id = ? AND path = ?", (novel_id, row["path"]))
+    columns = [c for c in row if c != "meta"]
+    conn.execute(
+        f"INSERT INTO {table} (novel_id, {', '.join(columns)}, updated_at)"
+        f" VALUES (?, {', '.join('?' for _ in columns)}, ?)",
+        (novel_id, *(row[c] for c in columns), moment),
+    )
+
+
+def _novel_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if _text(meta.get("title")):
+        fields["title"] = _text(meta.get("title"))
+    for key in ("description", "genre"):
+        if key in meta:
+            fields[key] = _text(meta.get(key), 10_000)
+    if meta.get("status") in NOVEL_STATUSES:
+        fields["status"] = meta["status"]
+    if "target_word_count" in meta:
+        value = meta.get("target_word_count")
+        fields["target_word_count"] = _number(value) if value is not None else None
+    return fields
+
+
+def index_files(
+    conn: apsw.Connection, novel_id: str, files: Mapping[str, tuple[str, str] | None]
+) -> None:
+    """Bring the rows of the given paths in line with Git: (text, blob), or None if deleted."""
+    moment = now()
+    for path, content in files.items():
+        kind = kind_of(path)
+        if kind is None:
+            continue
+        if kind == "novel":
+            if content is not None:
+                meta = describe(path, *content)["meta"]
+                fields = _novel_fields(meta)
+                if fields:
+                    assignments = ", ".join(f"{k} = ?" for k in fields)
+                    conn.execute(
+                        f"UPDATE novel SET {assignments} WHERE id = ?", (*fields.values(), novel_id)
+                    )
+            continue
+        table = _TABLE[kind]
+        if content is None:
+            conn.execute(f"DELETE FROM {table} WHERE novel_id = ? AND path = ?", (novel_id, path))
+        else:
+            _upsert(conn, novel_id, table, describe(path, *content), moment)
+
+
+def record_head(conn: apsw.Connection, novel_id: str, head: str, *, wrote: bool = True) -> None:
+    """The novel's head and counters after a commit, and a change-feed entry."""
+    moment = now()
+    total = query_one(
+        conn, "SELECT coalesce(sum(word_count), 0) AS n FROM chapter WHERE novel_id = ?", (novel_id,)
+    )["n"]
+    conn.execute(
+        "UPDATE novel SET head = ?, current_word_count = ?, updated_at = ?,"
+        " last_written_at = CASE WHEN ? THEN ? ELSE last_written_at END WHERE id = ?",
+        (head, total, moment, int(wrote), moment, novel_id),
+    )
+    conn.execute(
+        "INSERT INTO novel_change (novel_id, head, changed_at) VALUES (?, ?, ?)",
+        (novel_id, head, moment),
+    )
+
+
+def clear_index(conn: apsw.Connection, novel_id: str) -> None:
+    for table in _TABLE.values():
+        conn.execute(f"DELETE FROM {table} WHERE novel_id = ?", (novel_id,))
+
+
+def chapters(conn: apsw.Connection, novel_id: str) -> list[Row]:
+    return query(
+        conn,
+        "SELECT id, path, title, number, status, word_count, blob, updated_at FROM chapter"
+        " WHERE novel_id = ? ORDER BY number, path",
+        (novel_id,),
+    )
+
+
+def items(conn: apsw.Connection, novel_id: str, kind: str) -> list[Row]:
+    table = _TABLE[kind]
+    extra = {"character": "name, role", "location": "name, type, parent_id"}[kind]
+    return query(
+        conn,
+        f"SELECT id, path, {extra}, word_count, blob, updated_at FROM {table}"
+        " WHERE novel_id = ? ORDER BY name, path",
+        (novel_id,),
+    )
+
+
+def find_item(conn: apsw.Connection, novel_id: str, kind: str, item_id: str) -> Row | None:
+    return query_one(
+        conn, f"SELECT * FROM {_TABLE[kind]} WHERE novel_id = ? AND id = ?", (novel_id, item_id)
+    )
+
+
+def novel_heads(conn: apsw.Connection) -> list[Row]:
+    return query(conn, "SELECT id, head FROM novel ORDER BY id")

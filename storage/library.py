@@ -1,0 +1,114 @@
+"""Where novel repositories live, and how work reaches them: Git runs on worker threads
+(never the event loop), and writes to one novel are serialized in this process (an
+asyncio lock) and across processes (the repository's file lock)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from weakref import WeakValueDictionary
+
+from storage import maintenance
+from storage.errors import NotFound
+from storage.repository import NovelRepository, novel_lock
+
+log = logging.getLogger("openwrite.maintenance")
+
+T = TypeVar("T")
+_NOVEL_ID = re.compile(r"^[0-9a-z]{26}$")
+# Look at a novel's loose objects every this many commits (a directory scan, cheap).
+CHECK_EVERY = 64
+# Past this many packs, fold them into one (git gc --auto's autoPackLimit, smaller).
+MAX_PACKS = 20
+
+
+class Library:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        workers: int = 4,
+        lock_timeout: float = 60.0,
+        loose_threshold: int = maintenance.DEFAULT_LOOSE_THRESHOLD,
+    ):
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.loose_threshold = loose_threshold
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="git")
+        # Repacks get their own thread so they never hold up a sync waiting for a Git thread.
+        self._maintenance_pool = ThreadPoolExecutor(1, thread_name_prefix="repack")
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._commits: Counter[str] = Counter()
+        self._maintaining: dict[str, asyncio.Future] = {}
+
+    def path(self, novel_id: str) -> Path:
+        """The repository directory of a novel; ids are checked so no path escapes the root."""
+        if not _NOVEL_ID.match(novel_id):
+            raise NotFound("novel not found")
+        return self.root / f"{novel_id}.git"
+
+    def _open_and_run(self, novel_id: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        repo = NovelRepository.open(self.path(novel_id))
+        return fn(repo, *args)
+
+    async def run(self, novel_id: str, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(repository, *args)` on a Git thread, with the repository freshly opened there."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._open_and_run, novel_id, fn, args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any blocking Git work (creating, removing repositories) on a Git thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    @asynccontextmanager
+    async def writing(self, novel_id: str) -> AsyncIterator[None]:
+        """Hold the novel's write lock: one writer per novel, across processes too."""
+        lock = self._locks.get(novel_id)
+        if lock is None:
+            lock = self._locks[novel_id] = asyncio.Lock()
+        async with lock:
+            held = novel_lock(self.path(novel_id), timeout=self.lock_timeout)
+            await self.call(held.__enter__)
+            try:
+                yield
+            finally:
+                held.__exit__(None, None, None)
+
+    def note_commit(self, novel_id: str) -> None:
+        """Count a commit; every CHECK_EVERY commits, repack in the background if needed."""
+        self._commits[novel_id] += 1
+        if self._commits[novel_id] % CHECK_EVERY == 0 and novel_id not in self._maintaining:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._maintenance_pool, self.maintain, novel_id)
+            self._maintaining[novel_id] = future
+            future.add_done_callback(lambda _: self._maintaining.pop(novel_id, None))
+
+    def maintain(self, novel_id: str, *, force: bool = False) -> maintenance.RepackResult | None:
+        """Repack one novel when it has too many loose objects (always when `force`).
+
+        Runs beside syncs of the same novel: see `maintenance.repack` for why that is safe.
+        """
+        path = self.path(novel_id)
+        try:
+            if not force and not maintenance.needs_repack(path, self.loose_threshold):
+                return None
+            result = maintenance.repack(path, full=force or maintenance.pack_count(path) >= MAX_PACKS)
+        except Exception:
+            log.exception("repacking novel %s failed", novel_id)
+            return None
+        log.info("novel %s repacked: %d loose objects -> %d, %d packs -> %d", novel_id,
+                 result.loose_before, result.loose_after, result.packs_before, result.packs_after)  # fmt: skip
+        return result
+
+    def close(self) -> None:
+        """Wait for running Git work and repacks, then stop the threads. Idempotent."""
+        self._pool.shutdown(wait=True)
+        self._maintenance_pool.shutdown(wait=True)

@@ -1,0 +1,66 @@
+"""Rebuild the content index from Git: `openwrite admin reindex`, and the start-up check
+that repairs any novel whose SQLite head differs from its Git ref (a crash between the
+Git commit and the SQLite write leaves exactly that)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+
+from storage import content_index
+from storage.db import Database, query_one
+from storage.errors import NotFound
+from storage.repository import NovelRepository
+
+log = logging.getLogger("openwrite.reindex")
+
+
+@dataclass
+class ReindexReport:
+    checked: int = 0
+    repaired: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def reindex_novel(db: Database, repo: NovelRepository, novel_id: str) -> str:
+    """Replace every index row of one novel with what its Git head holds; returns the head."""
+    head = repo.head()
+    files = {}
+    for path, blob in repo.files(head).items():
+        found = repo.read_text(path, head)
+        if found is not None:
+            files[path] = (found.text, found.blob)
+
+    def write(conn: apsw.Connection) -> None:
+        if query_one(conn, "SELECT 1 FROM novel WHERE id = ?", (novel_id,)) is None:
+            return
+        content_index.clear_index(conn, novel_id)
+        content_index.index_files(conn, novel_id, files)
+        content_index.record_head(conn, novel_id, head, wrote=False)
+
+    db.write_sync(write)
+    return head
+
+
+def check_novels(db: Database, root: Path, *, force: bool = False) -> ReindexReport:
+    """Compare every novel's SQLite head with Git and rebuild those that differ (all if `force`)."""
+    report = ReindexReport()
+    for row in db.read_sync(content_index.novel_heads):
+        report.checked += 1
+        try:
+            repo = NovelRepository.open(root / f"{row['id']}.git")
+            head = repo.head()
+        except NotFound:
+            report.missing.append(row["id"])
+            log.error("novel %s has no repository at %s", row["id"], root)
+            continue
+        if force or head != row["head"]:
+            reindex_novel(db, repo, row["id"])
+            report.repaired.append(row["id"])
+            if not force:
+                log.warning("novel %s: index was at %s, Git at %s; rebuilt from Git",
+                            row["id"], row["head"], head)  # fmt: skip
+    return report

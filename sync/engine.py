@@ -1,0 +1,324 @@
+"""The sync protocol and every other commit: build the device's commit on its base,
+fast-forward or merge it into the head, move the head by compare-and-swap, then record
+the index, conflicts and the idempotency row in SQLite — in that order, so a head never
+points at anything that is not durable and an answered request is always in history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+
+from storage import content_index
+from storage.db import Database, query, query_one
+from storage.errors import Conflict, NotFound
+from storage.ids import new_id, now
+from storage.library import Library
+from storage.repository import Author, NovelRepository
+from sync.merge import ConflictHunk, merge_documents
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Who makes a commit, from which device, and why."""
+
+    user_id: str
+    author: Author
+    message: str
+    device_id: str | None = None
+    op_id: str | None = None
+
+
+@dataclass
+class Reconciled:
+    """What the Git side did; everything SQLite must learn about it."""
+
+    status: str
+    old_head: str
+    head: str
+    device_commit: str | None = None
+    conflicts: list[tuple[str, ConflictHunk]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    indexed: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+
+
+def _trailers(edit: Edit) -> dict[str, str]:
+    trailers = {"User-Id": edit.user_id}
+    if edit.device_id:
+        trailers["Device-Id"] = edit.device_id
+    if edit.op_id:
+        trailers["Op-Id"] = edit.op_id
+    return trailers
+
+
+def _text(repo: NovelRepository, path: str, rev: str | None) -> str | None:
+    if rev is None:
+        return None
+    found = repo.read_text(path, rev)
+    return found.text if found else None
+
+
+def files_between(repo: NovelRepository, old: str | None, new: str) -> list[dict[str, Any]]:
+    """Every file that differs between two commits, as the device needs it at `new`."""
+    answer = []
+    for path in repo.changed_paths(old, new):
+        found = repo.read_text(path, new)
+        answer.append(
+            {
+                "path": path,
+                "content": found.text if found else None,
+                "blob": found.blob if found else None,
+            }
+        )
+    return answer
+
+
+def reconcile(
+    repo: NovelRepository, base: str | None, changes: Mapping[str, str | None], edit: Edit
+) -> Reconciled:
+    """Git work of one sync (run on a Git thread, under the novel's write lock)."""
+    head = repo.head()
+    if base is not None and not (repo.has_commit(base) and repo.is_ancestor(base, head)):
+        raise Conflict(
+            "the base commit is not in this novel's history; pull with GET .../sync first",
+            code="unknown_base",
+            details={"base": base},
+        )
+    effective = {p: c for p, c in changes.items() if _text(repo, p, base) != c}
+    result = Reconciled(status="noop", old_head=head, head=head)
+    if effective:
+        device_commit = repo.write_commit(
+            parent=base, changes=effective, author=edit.author, message=edit.message,
+            trailers=_trailers(edit),
+        )  # fmt: skip
+        result.device_commit = device_commit
+        if base == head:
+            repo.advance_head(device_commit, head, reason="fast-forward")
+            result.status, result.head = "fast_forward", device_commit
+        else:
+            _merge(repo, base, head, device_commit, effective, edit, result)
+    result.files = files_between(repo, base, result.head)
+    if result.head != head:
+        for entry in files_between(repo, head, result.head):
+            content = entry["content"]
+            result.indexed[entry["path"]] = None if content is None else (content, entry["blob"])
+    return result
+
+
+def _merge(
+    repo: NovelRepository,
+    base: str | None,
+    head: str,
+    device_commit: str,
+    effective: Mapping[str, str | None],
+    edit: Edit,
+    result: Reconciled,
+) -> None:
+    server_changed = set(repo.changed_paths(base, head))
+    merged: dict[str, str | None] = {}
+    for path, theirs in effective.items():
+        ours = _text(repo, path, head)
+        if path in server_changed:
+            outcome = merge_documents(path, _text(repo, path, base), ours, theirs)
+            text = outcome.text
+            result.conflicts.extend((path, hunk) for hunk in outcome.conflicts)
+        else:
+            text = theirs
+        if text != ours:
+            merged[path] = text
+    result.status = "conflicted" if result.conflicts else "merged"
+    if not merged and not result.conflicts:
+        return  # the head already holds exactly the device's edits
+    device = edit.device_id or "a device"
+    merge_commit = repo.write_commit(
+        parent=head,
+        extra_parents=[device_commit],
+        changes=merged,
+        author=edit.author,
+        message=f"Merge edits from {device}"
+        + (" (conflicts kept the server's text)" if result.conflicts else ""),
+        trailers=_trailers(edit),
+    )
+    repo.advance_head(merge_commit, head, reason="merge")
+    result.head = merge_commit
+
+
+def request_hash(base: str | None, changes: Mapping[str, str | None], message: str | None) -> str:
+    canonical = json.dumps(
+        {"base": base, "changes": sorted(changes.items()), "message": message},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _record(
+    conn: apsw.Connection,
+    novel_id: str,
+    edit: Edit,
+    done: Reconciled,
+    answer: dict[str, Any],
+    digest: str | None,
+) -> None:
+    moment = now()
+    if done.head != done.old_head:
+        content_index.index_files(conn, novel_id, done.indexed)
+        content_index.record_head(conn, novel_id, done.head)
+    for item, (path, hunk) in zip(answer["conflicts"], done.conflicts, strict=True):
+        conn.execute(
+            "INSERT INTO conflict (id, novel_id, path, field, base, ours, theirs, device_id,"
+            " user_id, device_commit, merge_commit, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                item["id"], novel_id, path, hunk.field, hunk.base, hunk.ours, hunk.theirs,
+                edit.device_id or "", edit.user_id, done.device_commit, done.head, moment,
+            ),
+        )  # fmt: skip
+    if edit.device_id and edit.op_id and digest:
+        conn.execute(
+            "INSERT INTO device_operation (novel_id, device_id, op_id, request_hash, response,"
+            " user_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                novel_id,
+                edit.device_id,
+                edit.op_id,
+                digest,
+                json.dumps(answer),
+                edit.user_id,
+                moment,
+            ),
+        )
+
+
+def _answer(done: Reconciled) -> dict[str, Any]:
+    return {
+        "head": done.head,
+        "status": done.status,
+        "files": done.files,
+        "conflicts": [
+            {
+                "id": new_id(),
+                "path": path,
+                "field": hunk.field,
+                "base": hunk.base,
+                "ours": hunk.ours,
+                "theirs": hunk.theirs,
+            }
+            for path, hunk in done.conflicts
+        ],
+    }
+
+
+def find_operation(conn: apsw.Connection, novel_id: str, device_id: str, op_id: str) -> dict | None:
+    return query_one(
+        conn,
+        "SELECT request_hash, response FROM device_operation"
+        " WHERE novel_id = ? AND device_id = ? AND op_id = ?",
+        (novel_id, device_id, op_id),
+    )
+
+
+def _replay(row: dict, digest: str) -> dict[str, Any]:
+    if row["request_hash"] != digest:
+        raise Conflict("this op_id was already used for a different request", code="op_id_reused")
+    return json.loads(row["response"])
+
+
+async def commit_changes(
+    db: Database,
+    library: Library,
+    novel_id: str,
+    changes: Mapping[str, str | None],
+    edit: Edit,
+    *,
+    base: str | None = None,
+    use_head: bool = False,
+) -> dict[str, Any]:
+    """Apply `changes` made on `base` (or on the head when `use_head`) and answer like sync.
+
+    A replayed (device_id, op_id) returns the first answer and writes nothing.
+    """
+    async with library.writing(novel_id):
+        return await commit_while_writing(
+            db, library, novel_id, changes, edit, base=base, use_head=use_head
+        )
+
+
+async def commit_while_writing(
+    db: Database,
+    library: Library,
+    novel_id: str,
+    changes: Mapping[str, str | None],
+    edit: Edit,
+    *,
+    base: str | None = None,
+    use_head: bool = False,
+) -> dict[str, Any]:
+    """`commit_changes` for a caller already inside `library.writing(novel_id)`.
+
+    For edits computed from what the novel holds now (a free path, a file's current
+    front matter): reading and committing under one hold of the lock, no other writer
+    can slip in between and be overwritten.
+    """
+    digest = request_hash(base, changes, edit.message) if edit.op_id else None
+    if digest and edit.device_id:
+        row = await db.read(find_operation, novel_id, edit.device_id, edit.op_id)
+        if row is not None:
+            return _replay(row, digest)
+
+    def work(repo: NovelRepository) -> Reconciled:
+        return reconcile(repo, repo.head() if use_head else base, changes, edit)
+
+    done = await library.run(novel_id, work)
+    answer = _answer(done)
+    await db.write(_record, novel_id, edit, done, answer, digest)
+    return answer
+
+
+async def pull(library: Library, novel_id: str, since: str | None) -> dict[str, Any]:
+    def work(repo: NovelRepository) -> dict[str, Any]:
+        head = repo.head()
+        if since is not None and not (repo.has_commit(since) and repo.is_ancestor(since, head)):
+            raise Conflict(
+                "the commit is not in this novel's history", code="unknown_base",
+                details={"since": since},
+            )  # fmt: skip
+        return {"head": head, "files": files_between(repo, since, head)}
+
+    return await library.run(novel_id, work)
+
+
+def open_conflicts(conn: apsw.Connection, novel_id: str) -> list[dict[str, Any]]:
+    return query(
+        conn,
+        "SELECT id, path, field, base, ours, theirs, device_id, device_commit, merge_commit,"
+        " created_at FROM conflict WHERE novel_id = ? AND resolved_at IS NULL"
+        " ORDER BY created_at, id",
+        (novel_id,),
+    )
+
+
+def get_open_conflict(conn: apsw.Connection, novel_id: str, conflict_id: str) -> dict[str, Any]:
+    row = query_one(
+        conn,
+        "SELECT * FROM conflict WHERE novel_id = ? AND id = ? AND resolved_at IS NULL",
+        (novel_id, conflict_id),
+    )
+    if row is None:
+        raise NotFound("no open conflict with this id")
+    return row
+
+
+def mark_resolved(
+    conn: apsw.Connection, novel_id: str, conflict_ids: list[str], commit: str, user_id: str
+) -> None:
+    moment = now()
+    for conflict_id in conflict_ids:
+        conn.execute(
+            "UPDATE conflict SET resolved_at = ?, resolved_commit = ?, resolved_by = ?"
+            " WHERE novel_id = ? AND id = ? AND resolved_at IS NULL",
+            (moment, commit, user_id, novel_id, conflict_id),
+        )
