@@ -12,8 +12,8 @@ from server.writing import authorized_write, edit_for, novel_for
 from storage import novels
 from storage.access import ROLE_LEVEL, Level, authorize_novel, authorize_org, member_role
 from storage.accounts import personal_organization_id
-from sync import content
 from storage.errors import NotFound
+from sync import content
 
 
 async def create_novel(call: Call) -> dict:
@@ -25,7 +25,10 @@ async def create_novel(call: Call) -> dict:
         if body.org is not None:
             return authorize_org(conn, principal, body.org, Level.WRITE)[0]["id"]
         active = principal.active_organization_id
-        if active is not None and ROLE_LEVEL.get(member_role(conn, principal.user_id, active)) >= Level.WRITE:
+        if (
+            active is not None
+            and ROLE_LEVEL.get(member_role(conn, principal.user_id, active)) >= Level.WRITE
+        ):
             return active
         return _personal_org(conn, principal.user_id)
 
@@ -52,7 +55,9 @@ async def list_novels(call: Call) -> dict:
     def load(conn: apsw.Connection) -> list[dict]:
         org_id = None
         if query.org is not None:
-            org = conn.execute("SELECT id FROM organization WHERE slug = ?", (query.org,)).fetchall()
+            org = conn.execute(
+                "SELECT id FROM organization WHERE slug = ?", (query.org,)
+            ).fetchall()
             if not org:
                 raise NotFound("organization not found")
             org_id = org[0]["id"]
@@ -78,12 +83,18 @@ async def update_novel(call: Call) -> dict:
     novel = await novel_for(call, Level.WRITE)
     if "visibility" in changes and changes["visibility"] != novel["visibility"]:
         await authorized_write(
-            call, Level.ADMIN, lambda conn, n: novels.update_novel(conn, n["id"], {"visibility": changes["visibility"]})
+            call,
+            Level.ADMIN,
+            lambda conn, n: novels.update_novel(
+                conn, n["id"], {"visibility": changes["visibility"]}
+            ),
         )
     in_file = {k: v for k, v in changes.items() if k != "visibility"}
     if in_file:
         edit = await edit_for(call, "Edit the novel's details")
-        await content.update_novel_file(call.db, call.request.app[LIBRARY], novel["id"], edit, in_file)
+        await content.update_novel_file(
+            call.db, call.request.app[LIBRARY], novel["id"], edit, in_file
+        )
     return await call.db.read(novels.get_novel, novel["id"])
 
 
@@ -92,7 +103,9 @@ async def delete_novel(call: Call) -> None:
     library = call.request.app[LIBRARY]
     novel = await novel_for(call, Level.ADMIN)
     async with library.writing(novel["id"]):
-        await authorized_write(call, Level.ADMIN, lambda conn, n: novels.delete_novel(conn, n["id"]))
+        await authorized_write(
+            call, Level.ADMIN, lambda conn, n: novels.delete_novel(conn, n["id"])
+        )
     await content.remove_repository(library, novel["id"])
 
 

@@ -6,25 +6,24 @@ import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
+import aiohttp
 from aiohttp import web
 
 from server import api_accounts, api_ai, api_content, api_novels, api_organizations, api_sync
-from server.events import EventHub
 from server.config import Settings
 from server.endpoints import Call, Endpoint, bind, json_response
+from server.events import EventHub
 from server.middleware import authenticate, cors, errors
 from server.models import Health
 from server.openapi import build_openapi
 from server.state import DB, EVENTS, HTTP, LIBRARY, SECRETS, SETTINGS
-import aiohttp
-
 from storage.db import open_database, query_one
+from storage.errors import Unavailable
 from storage.keyring import ensure_key_verifier
 from storage.library import Library
 from storage.reindex import check_novels
 from storage.repository import enable_durability
 from storage.secrets import SecretBox, load_server_key
-from storage.errors import Unavailable
 
 log = logging.getLogger("openwrite")
 

@@ -45,7 +45,9 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         access_log_format='%a "%r" %s %b %Tfs',
-        print=lambda text: print(text.replace("======== ", "").replace(" ========", ""), flush=True),
+        print=lambda text: print(
+            text.replace("======== ", "").replace(" ========", ""), flush=True
+        ),
     )
     return 0
 
@@ -232,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = commands.add_parser("admin", help="manage the server from the shell")
     tasks = admin.add_subparsers(dest="task", required=True)
-    p = tasks.add_parser("create-user", help="create a user (password from OPENWRITE_ADMIN_PASSWORD or a prompt)")
+    p = tasks.add_parser(
+        "create-user", help="create a user (password from OPENWRITE_ADMIN_PASSWORD or a prompt)"
+    )
     p.add_argument("--email", required=True)
     p.add_argument("--name", required=True)
     data_dir_flag(p)

@@ -66,7 +66,9 @@ def _convert(name: str, default: Any, raw: str) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise SystemExit(f"OPENWRITE_{name.upper()} must be a whole number, got {raw!r}")
+            raise SystemExit(
+                f"OPENWRITE_{name.upper()} must be a whole number, got {raw!r}"
+            ) from None
     if isinstance(default, tuple):
         return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
     if isinstance(default, Path):

@@ -62,7 +62,9 @@ class ChapterList(BaseModel):
 
 
 class ReorderBody(Strict):
-    order: Annotated[list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=10_000)]
+    order: Annotated[
+        list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=10_000)
+    ]
 
 
 class HeadAnswer(BaseModel):

@@ -19,7 +19,8 @@ from server.state import DB, SETTINGS
 from storage.access import Principal
 from storage.errors import Forbidden, Invalid, OpenWriteError, TooLarge, Unauthorized
 
-PRINCIPAL = "openwrite.principal"
+# Who is calling; set by the authentication middleware (None when anonymous).
+PRINCIPAL = web.RequestKey("principal", Principal | None)
 
 
 class UnsupportedMediaType(OpenWriteError):
@@ -154,14 +155,14 @@ def read_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
         ) from None
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     if isinstance(payload, BaseModel):
         text = payload.model_dump_json()
     else:
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return web.Response(
-        text=text, status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
 
 
 def bind(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -54,7 +54,9 @@ class EventHub:
 
     @contextlib.asynccontextmanager
     async def listen(self, user_id: str | None) -> AsyncIterator[Listener]:
-        organizations = await self.db.read(feed.readable_organizations, user_id) if user_id else set()
+        organizations = (
+            await self.db.read(feed.readable_organizations, user_id) if user_id else set()
+        )
         listener = Listener(user_id, organizations)
         self._listeners.add(listener)
         try:
@@ -78,7 +80,12 @@ class EventHub:
             for change in changes:
                 self._seq = change["seq"]
                 for listener in list(self._listeners):
-                    if change["visibility"] == "public" or change["organization_id"] in listener.organizations:
+                    if (
+                        change["visibility"] == "public"
+                        or change["organization_id"] in listener.organizations
+                    ):
                         if listener.queue.full():
                             continue  # a stalled reader; it will catch up via the feed
-                        listener.queue.put_nowait({"novel_id": change["novel_id"], "head": change["head"]})
+                        listener.queue.put_nowait(
+                            {"novel_id": change["novel_id"], "head": change["head"]}
+                        )

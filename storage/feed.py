@@ -11,14 +11,17 @@ def latest_seq(conn: apsw.Connection) -> int:
     return query_one(conn, "SELECT coalesce(max(seq), 0) AS n FROM novel_change")["n"]
 
 
-def changes_for_member(conn: apsw.Connection, user_id: str, after: int, limit: int) -> tuple[list[Row], int]:
+def changes_for_member(
+    conn: apsw.Connection, user_id: str, after: int, limit: int
+) -> tuple[list[Row], int]:
     """The newest head of each novel the user can read that moved after `after`.
 
     Returns the items and the cursor to use next (the last sequence number looked at).
     """
     window = query(
         conn,
-        "SELECT seq, novel_id, head, changed_at FROM novel_change WHERE seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, novel_id, head, changed_at FROM novel_change"
+        " WHERE seq > ? ORDER BY seq LIMIT ?",
         (after, limit),
     )
     if not window:

@@ -15,7 +15,8 @@ def ensure_key_verifier(conn: apsw.Connection, box: SecretBox) -> None:
     row = query_one(conn, "SELECT value FROM server_meta WHERE key = ?", (VERIFIER_KEY,))
     if row is None:
         conn.execute(
-            "INSERT INTO server_meta (key, value) VALUES (?, ?)", (VERIFIER_KEY, box.make_verifier())
+            "INSERT INTO server_meta (key, value) VALUES (?, ?)",
+            (VERIFIER_KEY, box.make_verifier()),
         )
     elif not box.verify(row["value"]):
         raise ServerKeyError(

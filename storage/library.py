@@ -100,12 +100,20 @@ class Library:
         try:
             if not force and not maintenance.needs_repack(path, self.loose_threshold):
                 return None
-            result = maintenance.repack(path, full=force or maintenance.pack_count(path) >= MAX_PACKS)
+            result = maintenance.repack(
+                path, full=force or maintenance.pack_count(path) >= MAX_PACKS
+            )
         except Exception:
             log.exception("repacking novel %s failed", novel_id)
             return None
-        log.info("novel %s repacked: %d loose objects -> %d, %d packs -> %d", novel_id,
-                 result.loose_before, result.loose_after, result.packs_before, result.packs_after)  # fmt: skip
+        log.info(
+            "novel %s repacked: %d loose objects -> %d, %d packs -> %d",
+            novel_id,
+            result.loose_before,
+            result.loose_after,
+            result.packs_before,
+            result.packs_after,
+        )
         return result
 
     def close(self) -> None:

@@ -63,7 +63,9 @@ def list_novels(
     """
     clauses, params = [], []
     if organization_id is None:
-        clauses.append("n.organization_id IN (SELECT organization_id FROM member WHERE user_id = ?)")
+        clauses.append(
+            "n.organization_id IN (SELECT organization_id FROM member WHERE user_id = ?)"
+        )
         params.append(user_id)
     else:
         clauses.append("n.organization_id = ?")
