@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$")]
@@ -203,6 +211,15 @@ class NovelPatch(Strict):
     status: NovelStatus | None = None
     visibility: Visibility | None = None
     target_word_count: Annotated[int, Field(ge=0, le=100_000_000)] | None = None
+
+
+    @model_validator(mode="after")
+    def _required_fields_are_not_null(self) -> NovelPatch:
+        # Optional fields are cleared by null; these always have a value.
+        for name in ("title", "status", "visibility"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
 
 
 class Novel(BaseModel):

@@ -102,14 +102,13 @@ def _novel_fields(meta: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if _text(meta.get("title")):
         fields["title"] = _text(meta.get("title"))
+    # novel.md is the truth: a field it does not hold is empty in the registry too.
     for key in ("description", "genre"):
-        if key in meta:
-            fields[key] = _text(meta.get(key), 10_000)
+        fields[key] = _text(meta.get(key), 10_000)
     if meta.get("status") in NOVEL_STATUSES:
         fields["status"] = meta["status"]
-    if "target_word_count" in meta:
-        value = meta.get("target_word_count")
-        fields["target_word_count"] = _number(value) if value is not None else None
+    value = meta.get("target_word_count")
+    fields["target_word_count"] = _number(value) if value is not None else None
     return fields
 
 

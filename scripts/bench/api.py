@@ -1,0 +1,291 @@
+"""Benchmark the API: authenticated `GET /api/v1/novels` and `POST /api/v1/novels` per second
+against one server process, next to a bare aiohttp handler answering the same JSON (the ceiling).
+
+    python scripts/bench/api.py [--clients 32] [--duration 5] [--novels 20] [--write-docs]
+
+Both servers run as subprocesses on loopback; the load comes from this process (one
+aiohttp ClientSession, `--clients` concurrent workers), so on a small machine the client
+competes with the server for CPU: the figures are a floor, and the ratio is the fair number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import ServerProcess, free_port, start_server  # noqa: E402
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench:api:start -->", "<!-- bench:api:end -->"
+GOAL_READS, GOAL_RATIO = 1500, 0.40
+
+
+@dataclass
+class Run:
+    name: str
+    ok: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    server_cpu: float | None = None  # CPU seconds the server process used per wall second
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self) -> str:
+        cpu = f", server CPU {self.server_cpu:.2f} cores" if self.server_cpu is not None else ""
+        errors = f", errors {self.errors}" if self.errors else ""
+        return (
+            f"{self.name:<34} {self.rate:8.0f} req/s  p50 {self.percentile(0.5):6.1f} ms"
+            f"  p99 {self.percentile(0.99):6.1f} ms"
+            f"  ({self.ok} in {self.seconds:.1f} s{cpu}{errors})"
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(
+    session: aiohttp.ClientSession,
+    name: str,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    expect: int,
+    clients: int,
+    duration: float,
+    max_requests: int,
+    pid: int | None,
+    body: bool = False,
+) -> Run:
+    """`clients` workers send requests until `duration` seconds or `max_requests` pass."""
+    run = Run(name)
+    sent = 0
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + duration
+
+    async def worker(k: int) -> None:
+        nonlocal sent
+        while loop.time() < stop and sent < max_requests:
+            sent += 1
+            payload = {"title": f"Bench {k}.{sent}"} if body else None
+            began = time.perf_counter()
+            async with session.request(method, url, headers=headers, json=payload) as response:
+                await response.read()
+            if response.status == expect:
+                run.ok += 1
+                run.latencies.append(time.perf_counter() - began)
+            else:
+                run.errors[response.status] = run.errors.get(response.status, 0) + 1
+
+    cpu_before = cpu_seconds(pid) if pid else None
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    run.seconds = time.perf_counter() - began
+    if pid and cpu_before is not None:
+        run.server_cpu = (cpu_seconds(pid) - cpu_before) / run.seconds
+    return run
+
+
+def start_bare(body_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_bare.py")), str(port), str(body_file)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the bare handler did not start:\n{log.read_text()}")
+
+
+async def benchmark(args: argparse.Namespace, server: ServerProcess, work: Path) -> list[Run]:
+    connector = aiohttp.TCPConnector(limit=args.clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(
+            server.url + "/api/v1/auth/signup",
+            json={
+                "name": "Bench Writer",
+                "email": "bench@example.com",
+                "password": "correct horse",
+            },
+        ) as response:
+            assert response.status == 201, await response.text()
+            token = (await response.json())["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        for i in range(args.novels):
+            async with session.post(
+                server.url + "/api/v1/novels", json={"title": f"Seed {i}"}, headers=headers
+            ) as response:
+                assert response.status == 201, await response.text()
+        novels_url = server.url + f"/api/v1/novels?limit={args.novels}"
+        async with session.get(novels_url, headers=headers) as response:
+            listing = await response.read()
+        body_file = work / "novels.json"
+        body_file.write_bytes(listing)
+        bare, bare_url = start_bare(body_file, work / "bare.log")
+        try:
+            common = {
+                "clients": args.clients,
+                "duration": args.duration,
+                "max_requests": args.max_requests,
+            }
+            runs = []
+            for name, url, pid, auth in (
+                ("bare aiohttp handler (ceiling)", bare_url + "/api/v1/novels", bare.pid, {}),
+                ("GET /api/v1/novels (session)", novels_url, server.process.pid, headers),
+            ):
+                await load(session, "warm-up", "GET", url, headers=auth, expect=200,
+                           clients=args.clients, duration=1, max_requests=args.max_requests,
+                           pid=None)  # fmt: skip
+                runs.append(await load(session, name, "GET", url, headers=auth, expect=200,
+                                       pid=pid, **common))  # fmt: skip
+            runs.append(
+                await load(
+                    session,
+                    "POST /api/v1/novels (session)",
+                    "POST",
+                    server.url + "/api/v1/novels",
+                    headers=headers,
+                    expect=201,
+                    pid=server.process.pid,
+                    body=True,
+                    **common,
+                )  # fmt: skip
+            )
+        finally:
+            bare.terminate()
+            bare.wait()
+    print(f"answer size: {len(listing)} bytes ({args.novels} novels)")
+    return runs
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "load": Path("/proc/loadavg").read_text().split()[0]
+        if Path("/proc/loadavg").exists()
+        else "?",
+    }
+
+
+def report(args: argparse.Namespace, runs: list[Run]) -> str:
+    bare, reads, writes = runs
+    ratio = reads.rate / bare.rate if bare.rate else 0.0
+    facts = machine()
+    verdict = "met" if reads.rate >= GOAL_READS and ratio >= GOAL_RATIO else "missed"
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `python scripts/bench/api.py "
+        f"--clients {args.clients} --duration {args.duration} --novels {args.novels}`",
+        "",
+        f"Machine: {facts['nproc']} CPUs (`nproc`), {facts['cpu']}; Python {facts['python']},"
+        f" aiohttp {facts['aiohttp']}; load average {facts['load']} when the report was"
+        " written. Client and servers share the machine.",
+        "",
+        "| what | requests/s | p50 ms | p99 ms | server CPU (cores) | CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        cpu = f"{run.server_cpu:.2f}" if run.server_cpu is not None else "–"
+        per = f"{run.server_cpu / run.rate * 1e6:.0f}" if run.server_cpu and run.rate else "–"
+        lines.append(
+            f"| {run.name} | {run.rate:.0f} | {run.percentile(0.5):.1f} |"
+            f" {run.percentile(0.99):.1f} | {cpu} | {per} |"
+        )
+    lines += [
+        "",
+        f"Authenticated reads: {reads.rate:.0f}/s = {ratio:.0%} of the bare handler;"
+        f" writes: {writes.rate:.0f}/s. Goal (≥{GOAL_READS} reads/s and ≥{GOAL_RATIO:.0%}"
+        f" of the ceiling): {verdict}.",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    section = f"{START}\n{text}\n{END}"
+    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
+    if START in current and END in current:
+        head, rest = current.split(START, 1)
+        current = head + section + rest.split(END, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n## API throughput (`scripts/bench/api.py`)\n\n"
+        current += section + "\n"
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(current, encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (5)")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="cap per measurement")
+    parser.add_argument("--novels", type=int, default=20, help="novels in the listed org (20)")
+    parser.add_argument(
+        "--write-docs", action="store_true", help=f"update {DOCS.relative_to(ROOT)}"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="openwrite-bench-") as tmp:
+        work = Path(tmp)
+        server = start_server(work / "data")
+        try:
+            runs = asyncio.run(benchmark(args, server, work))
+        finally:
+            server.stop()
+    for run in runs:
+        print(run.line())
+    text = report(args, runs)
+    print()
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+        print(f"\nupdated {DOCS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
