@@ -43,7 +43,9 @@ def _fields(body: Any) -> dict[str, Any]:
     return body.model_dump(exclude={"content", "base_blob"}, exclude_unset=True)
 
 
-def item_endpoints(kind: Kind, body_model, patch_model, answer_model, full_model, list_model) -> list[Endpoint]:  # noqa: ANN001, E501
+def item_endpoints(
+    kind: Kind, body_model, patch_model, answer_model, full_model, list_model
+) -> list[Endpoint]:  # noqa: ANN001, E501
     label = kind.name
 
     async def create(call: Call) -> dict:
@@ -67,7 +69,9 @@ def item_endpoints(kind: Kind, body_model, patch_model, answer_model, full_model
     async def get(call: Call) -> web.Response:
         novel = await novel_for(call, Level.READ)
         row = await _item(call, kind, novel["id"])
-        meta, body, blob = await content.read_item(call.request.app[LIBRARY], novel["id"], row["path"])
+        meta, body, blob = await content.read_item(
+            call.request.app[LIBRARY], novel["id"], row["path"]
+        )
         extra = {f: meta.get(f) if isinstance(meta.get(f), (str, type(None))) else str(meta.get(f))
                  for f in _FULL_FIELDS[label]}  # fmt: skip
         payload = full_model.model_validate({**row, **extra, "blob": blob, "content": body})
@@ -138,7 +142,8 @@ async def raw_file(call: Call) -> web.Response:
         return web.Response(status=304, headers={"ETag": etag})
     return web.Response(
         text=found.text, content_type="text/markdown", charset="utf-8",
-        headers={"ETag": etag, "Cache-Control": "no-cache" if rev is None else "max-age=31536000, immutable"},
+        headers={"ETag": etag,
+                 "Cache-Control": "no-cache" if rev is None else "max-age=31536000, immutable"},
     )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import json
 from aiohttp import web
 
 from server.endpoints import Call, Endpoint
-from server.state import DB, EVENTS, LIBRARY, SETTINGS
+from server.state import EVENTS, LIBRARY, SETTINGS
 from server.writing import edit_for, novel_for
 from storage import feed
 from storage.access import Level
@@ -64,7 +64,9 @@ async def resolve_conflict(call: Call) -> dict:
     answer = await commit_changes(
         call.db, call.request.app[LIBRARY], novel["id"], {path: text}, edit, use_head=True
     )
-    same_file = [c["id"] for c in await call.db.read(engine.open_conflicts, novel["id"]) if c["path"] == path]
+    same_file = [
+        c["id"] for c in await call.db.read(engine.open_conflicts, novel["id"]) if c["path"] == path
+    ]
     await call.db.write(engine.mark_resolved, novel["id"], same_file, answer["head"], call.user_id)
     call.request.app[EVENTS].poke()
     return answer
@@ -94,7 +96,7 @@ async def events(call: Call) -> web.StreamResponse:
         while True:
             try:
                 event = await asyncio.wait_for(listener.queue.get(), timeout=15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
             if event is None:

@@ -1,6 +1,6 @@
 """Rebuild the content index from Git: `openwrite admin reindex`, and the start-up check
 that repairs any novel whose SQLite head differs from its Git ref (a crash between the
-Git commit and the SQLite write leaves exactly that)."""
+Git commit and the SQLite write leaves exactly that), or whose ref lock a crash left."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import apsw
 from storage import content_index
 from storage.db import Database, query_one
 from storage.errors import NotFound
-from storage.repository import NovelRepository
+from storage.repository import BRANCH, NovelRepository, novel_lock
 
 log = logging.getLogger("openwrite.reindex")
 
@@ -23,13 +23,31 @@ class ReindexReport:
     checked: int = 0
     repaired: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    unlocked: list[str] = field(default_factory=list)
+
+
+def clear_stale_ref_lock(path: Path, *, timeout: float = 60.0) -> bool:
+    """Remove `refs/heads/main.lock` left by a process killed while moving the head.
+
+    Every head move holds the novel lock, so a ref lock found under it belongs to no
+    living writer; left in place, it would refuse every later write (novel_busy).
+    """
+    ref_lock = path / f"{BRANCH}.lock"
+    if not ref_lock.exists():
+        return False
+    with novel_lock(path, timeout=timeout):
+        try:
+            ref_lock.unlink()
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def reindex_novel(db: Database, repo: NovelRepository, novel_id: str) -> str:
     """Replace every index row of one novel with what its Git head holds; returns the head."""
     head = repo.head()
     files = {}
-    for path, blob in repo.files(head).items():
+    for path in repo.files(head):
         found = repo.read_text(path, head)
         if found is not None:
             files[path] = (found.text, found.blob)
@@ -52,6 +70,9 @@ def check_novels(db: Database, root: Path, *, force: bool = False) -> ReindexRep
         report.checked += 1
         try:
             repo = NovelRepository.open(root / f"{row['id']}.git")
+            if clear_stale_ref_lock(repo.path):
+                report.unlocked.append(row["id"])
+                log.warning("novel %s: removed a ref lock left by a crash", row["id"])
             head = repo.head()
         except NotFound:
             report.missing.append(row["id"])

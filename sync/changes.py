@@ -24,7 +24,9 @@ def check_text(path: str, content: str, limits: Limits) -> None:
             f"{path} is not valid Unicode text", code="invalid_text", details={"path": path}
         ) from None
     if "\x00" in content:
-        raise Invalid(f"{path} contains a NUL character", code="invalid_text", details={"path": path})
+        raise Invalid(
+            f"{path} contains a NUL character", code="invalid_text", details={"path": path}
+        )
     if size > limits.max_file_bytes:
         raise TooLarge(
             f"{path} is {size} bytes; the limit is {limits.max_file_bytes}",
@@ -52,7 +54,9 @@ def check_changes(changes: list[tuple[str, str | None]], limits: Limits) -> dict
             raise Invalid(f"{path} appears twice", code="duplicate_path", details={"path": path})
         if content is None:
             if path == NOVEL_FILE:
-                raise Invalid("novel.md cannot be deleted", code="invalid_path", details={"path": path})
+                raise Invalid(
+                    "novel.md cannot be deleted", code="invalid_path", details={"path": path}
+                )
         else:
             check_text(path, content, limits)
         checked[path] = content

@@ -131,8 +131,12 @@ def _merge(
         if text != ours:
             merged[path] = text
     result.status = "conflicted" if result.conflicts else "merged"
-    if not merged and not result.conflicts:
-        return  # the head already holds exactly the device's edits
+    # Skip the merge commit only when the head holds the device's texts byte for byte.
+    # A merge can also absorb an edit the head already made in a larger one: the
+    # device's own version then survives only through its commit, so merge it in.
+    held = all(_text(repo, path, head) == text for path, text in effective.items())
+    if not merged and not result.conflicts and held:
+        return
     device = edit.device_id or "a device"
     merge_commit = repo.write_commit(
         parent=head,
