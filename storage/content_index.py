@@ -81,7 +81,9 @@ def describe(path: str, text: str, blob: str) -> dict[str, Any]:
     return row
 
 
-def _upsert(conn: apsw.Connection, novel_id: str, table: str, row: dict[str, Any], moment: str) -> None:
+def _upsert(
+    conn: apsw.Connection, novel_id: str, table: str, row: dict[str, Any], moment: str
+) -> None:
     clash = query_one(
         conn,
         f"SELECT path FROM {table} WHERE novel_id = ? AND id = ? AND path != ?",
@@ -112,19 +114,30 @@ def _novel_fields(meta: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def index_files(
-    conn: apsw.Connection, novel_id: str, files: Mapping[str, tuple[str, str] | None]
+def describe_files(
+    files: Mapping[str, tuple[str, str] | None],
+) -> dict[str, dict[str, Any] | None]:
+    """The index rows of the given paths ((text, blob), or None if deleted), for
+    `index_rows`. Counting words is the costly part: done outside the write transaction."""
+    return {
+        path: None if content is None else describe(path, *content)
+        for path, content in files.items()
+        if kind_of(path) is not None
+    }
+
+
+def index_rows(
+    conn: apsw.Connection, novel_id: str, rows: Mapping[str, dict[str, Any] | None]
 ) -> None:
-    """Bring the rows of the given paths in line with Git: (text, blob), or None if deleted."""
+    """Bring the rows of the given paths in line with Git (rows from `describe_files`)."""
     moment = now()
-    for path, content in files.items():
+    for path, row in rows.items():
         kind = kind_of(path)
         if kind is None:
             continue
         if kind == "novel":
-            if content is not None:
-                meta = describe(path, *content)["meta"]
-                fields = _novel_fields(meta)
+            if row is not None:
+                fields = _novel_fields(row["meta"])
                 if fields:
                     assignments = ", ".join(f"{k} = ?" for k in fields)
                     conn.execute(
@@ -132,17 +145,26 @@ def index_files(
                     )
             continue
         table = _TABLE[kind]
-        if content is None:
+        if row is None:
             conn.execute(f"DELETE FROM {table} WHERE novel_id = ? AND path = ?", (novel_id, path))
         else:
-            _upsert(conn, novel_id, table, describe(path, *content), moment)
+            _upsert(conn, novel_id, table, row, moment)
+
+
+def index_files(
+    conn: apsw.Connection, novel_id: str, files: Mapping[str, tuple[str, str] | None]
+) -> None:
+    """Bring the rows of the given paths in line with Git: (text, blob), or None if deleted."""
+    index_rows(conn, novel_id, describe_files(files))
 
 
 def record_head(conn: apsw.Connection, novel_id: str, head: str, *, wrote: bool = True) -> None:
     """The novel's head and counters after a commit, and a change-feed entry."""
     moment = now()
     total = query_one(
-        conn, "SELECT coalesce(sum(word_count), 0) AS n FROM chapter WHERE novel_id = ?", (novel_id,)
+        conn,
+        "SELECT coalesce(sum(word_count), 0) AS n FROM chapter WHERE novel_id = ?",
+        (novel_id,),
     )["n"]
     conn.execute(
         "UPDATE novel SET head = ?, current_word_count = ?, updated_at = ?,"

@@ -43,7 +43,7 @@ class Reconciled:
     device_commit: str | None = None
     conflicts: list[tuple[str, ConflictHunk]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
-    indexed: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    indexed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 def _trailers(edit: Edit) -> dict[str, str]:
@@ -103,9 +103,11 @@ def reconcile(
             _merge(repo, base, head, device_commit, effective, edit, result)
     result.files = files_between(repo, base, result.head)
     if result.head != head:
-        for entry in files_between(repo, head, result.head):
-            content = entry["content"]
-            result.indexed[entry["path"]] = None if content is None else (content, entry["blob"])
+        moved = {
+            entry["path"]: None if entry["content"] is None else (entry["content"], entry["blob"])
+            for entry in files_between(repo, head, result.head)
+        }
+        result.indexed = content_index.describe_files(moved)
     return result
 
 
@@ -170,7 +172,7 @@ def _record(
 ) -> None:
     moment = now()
     if done.head != done.old_head:
-        content_index.index_files(conn, novel_id, done.indexed)
+        content_index.index_rows(conn, novel_id, done.indexed)
         content_index.record_head(conn, novel_id, done.head)
     for item, (path, hunk) in zip(answer["conflicts"], done.conflicts, strict=True):
         conn.execute(

@@ -1,0 +1,422 @@
+"""Benchmark the sync endpoint: concurrent devices making one-word edits to a 50 KB chapter,
+next to the storage layer's own limit for the same commits, on short and long histories.
+
+    python scripts/bench/sync.py [--clients 16] [--novels 4] [--duration 5]
+                                 [--histories 100,20000] [--write-docs]
+
+For each history length: novels are created through a server subprocess, their history
+is grown with pygit2 directly (commits toggling a small file, then `git repack`, as the
+maintenance task leaves a repository), the server restarts (its start-up check reindexes
+them), and `--clients` devices sync over HTTP for `--duration` seconds, each editing its own
+paragraphs on its own base, so most syncs after the first are three-way merges. Then, with
+the server stopped, the storage limit: the same kind of commit (one word changed) written
+straight through `NovelRepository.write_commit` + `advance_head` and the same SQLite index
+writes (`content_index.describe_files`, `index_rows`, `record_head`), one thread per novel,
+no HTTP.
+Client and server share the machine: the ratio is the fair number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pygit2
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from api import cpu_seconds, machine  # noqa: E402
+
+from storage import content_index  # noqa: E402
+from storage.db import open_database  # noqa: E402
+from storage.repository import Author, NovelRepository, enable_durability  # noqa: E402
+from tests.servers import ServerProcess, start_server  # noqa: E402
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench:sync:start -->", "<!-- bench:sync:end -->"
+CHAPTER = "chapters/long-chapter.md"
+HISTORY_FILE = "characters/history.md"
+GOAL_RATIO, GOAL_P99_MS, GOAL_HISTORY = 0.50, 100.0, 1.25
+WORDS = ["the", "sea", "lamp", "stone", "keeper", "tower", "night", "storm", "gull", "rope",
+         "salt", "tide", "wind", "door", "fog"]  # fmt: skip
+
+
+@dataclass
+class Run:
+    name: str
+    ok: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: dict[int, int] = field(default_factory=dict)
+    server_cpu: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def long_chapter(rng: random.Random, size: int = 50_000) -> str:
+    """About `size` bytes of prose: paragraphs of ~500 bytes, each one line."""
+    paragraphs, total = [], 0
+    while total < size:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(80, 100))]
+        text = f"P{len(paragraphs)} " + " ".join(words) + "."
+        paragraphs.append(text)
+        total += len(text) + 2
+    return "---\ntitle: Long Chapter\nnumber: 1\nweight: 1\nstatus: draft\ndraft: true\n---\n" + (
+        "\n\n".join(paragraphs) + "\n"
+    )
+
+
+def one_word_edit(text: str, rng: random.Random, paragraphs: list[int], word: str) -> str:
+    """`text` with one word of one of `paragraphs` (by number) replaced by `word`."""
+    lines = text.split("\n")
+    target = f"P{rng.choice(paragraphs)} "
+    index = next(i for i, line in enumerate(lines) if line.startswith(target))
+    words = lines[index].split(" ")
+    words[rng.randrange(1, len(words) - 1)] = word
+    lines[index] = " ".join(words)
+    return "\n".join(lines)
+
+
+# -- setting up novels with a history --------------------------------------------------
+
+
+async def create_novels(url: str, count: int, chapter: str) -> tuple[dict[str, str], list[str]]:
+    async with aiohttp.ClientSession() as session:
+        account = {"name": "Bench Writer", "email": "bench@example.com",
+                   "password": "correct horse"}  # fmt: skip
+        async with session.post(url + "/api/v1/auth/signup", json=account) as response:
+            assert response.status == 201, await response.text()
+            headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        novel_ids = []
+        for n in range(count):
+            async with session.post(
+                url + "/api/v1/novels", json={"title": f"Bench {n}"}, headers=headers
+            ) as response:
+                novel_id = (await response.json())["id"]
+            body = {"device_id": "setup", "op_id": "setup", "base": None,
+                    "changes": [{"path": CHAPTER, "content": chapter}]}  # fmt: skip
+            async with session.post(
+                url + f"/api/v1/novels/{novel_id}/sync", json=body, headers=headers
+            ) as response:
+                assert response.status == 200, await response.text()
+            novel_ids.append(novel_id)
+    return headers, novel_ids
+
+
+def grow_history(path: Path, commits: int) -> None:
+    """Add `commits` commits toggling a small file (two blobs, two trees: one new object per
+    commit), then pack everything as the maintenance task would."""
+    repo = pygit2.Repository(str(path))
+    head = repo.references["refs/heads/main"].target
+    signature = pygit2.Signature("History", "history@example.com")
+    trees = []
+    for state in ("a", "b"):
+        root = repo.TreeBuilder(repo[head].tree)
+        folder = repo.TreeBuilder()
+        blob = repo.create_blob(f"---\nname: History\n---\n{state}\n".encode())
+        folder_name, file_name = HISTORY_FILE.split("/")
+        folder.insert(file_name, blob, pygit2.enums.FileMode.BLOB)
+        root.insert(folder_name, folder.write(), pygit2.enums.FileMode.TREE)
+        trees.append(root.write())
+    parent = head
+    for n in range(commits):
+        parent = repo.create_commit(
+            None, signature, signature, f"History {n}", trees[n % 2], [parent]
+        )
+    repo.references["refs/heads/main"].set_target(parent)
+    subprocess.run(["git", "--git-dir", str(path), "repack", "-a", "-d", "-q"], check=True)
+
+
+def prepare(data_dir: Path, novels: int, history: int, chapter: str) -> tuple[dict, list[str]]:
+    server = start_server(data_dir)
+    try:
+        headers, novel_ids = asyncio.run(create_novels(server.url, novels, chapter))
+    finally:
+        server.stop()
+    for novel_id in novel_ids:
+        grow_history(data_dir / "novels" / f"{novel_id}.git", history)
+    return headers, novel_ids
+
+
+# -- syncing over HTTP -------------------------------------------------------------------
+
+
+async def device(
+    session: aiohttp.ClientSession, url: str, headers: dict, novel_id: str, name: str,
+    paragraphs: list[int], run: Run, stop_at: float, phase: str,
+) -> None:  # fmt: skip
+    rng = random.Random(f"{name}-{phase}")
+    path = f"{url}/api/v1/novels/{novel_id}/sync"
+    async with session.get(path, headers=headers) as response:
+        pulled = await response.json()
+    base = pulled["head"]
+    text = next(f["content"] for f in pulled["files"] if f["path"] == CHAPTER)
+    loop = asyncio.get_running_loop()
+    n = 0
+    while loop.time() < stop_at:
+        n += 1
+        text = one_word_edit(text, rng, paragraphs, f"{name}{phase[0]}{n}")
+        body = {"device_id": name, "op_id": f"{phase}-{n}", "base": base,
+                "changes": [{"path": CHAPTER, "content": text}]}  # fmt: skip
+        began = time.perf_counter()
+        async with session.post(path, json=body, headers=headers) as response:
+            answer = await response.json()
+        elapsed = time.perf_counter() - began
+        if response.status != 200:
+            run.errors[response.status] = run.errors.get(response.status, 0) + 1
+            continue
+        for entry in answer["files"]:
+            if entry["path"] == CHAPTER:
+                text = entry["content"]
+        base = answer["head"]
+        if phase == "measure":
+            run.ok += 1
+            run.latencies.append(elapsed)
+            run.statuses[answer["status"]] = run.statuses.get(answer["status"], 0) + 1
+
+
+async def http_load(
+    server: ServerProcess, headers: dict, novel_ids: list[str], clients: int,
+    duration: float, paragraph_count: int, profile: Path | None = None,
+) -> Run:  # fmt: skip
+    run = Run("HTTP sync")
+    per_novel = -(-clients // len(novel_ids))
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+
+        def devices(stop_at: float, phase: str) -> list:
+            return [
+                device(
+                    session,
+                    server.url,
+                    headers,
+                    novel_ids[k % len(novel_ids)],
+                    f"d{k}",
+                    [p for p in range(paragraph_count) if p % per_novel == k // len(novel_ids)],
+                    run,
+                    stop_at,
+                    phase,
+                )  # fmt: skip
+                for k in range(clients)
+            ]
+
+        await asyncio.gather(*devices(loop.time() + 1.0, "warm-up"))
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(server.process.pid), "--threads",
+                 "--duration", str(int(duration)), "--format", "raw", "--output", str(profile)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        cpu_before = cpu_seconds(server.process.pid)
+        began = time.perf_counter()
+        await asyncio.gather(*devices(loop.time() + duration, "measure"))
+        run.seconds = time.perf_counter() - began
+        run.server_cpu = (cpu_seconds(server.process.pid) - cpu_before) / run.seconds
+        if spy is not None:
+            spy.wait()
+    return run
+
+
+# -- the storage layer alone ------------------------------------------------------------------
+
+
+def storage_limit(
+    data_dir: Path, novel_ids: list[str], duration: float, paragraph_count: int
+) -> Run:
+    """One-word commits straight through the storage layer, one thread per novel, the same
+    durability (fsync) and the same SQLite index writes as a sync."""
+    enable_durability()
+    db = open_database(data_dir / "openwrite.db", readers=1)
+    author = Author("Bench Writer", "bench@example.com")
+    run = Run("storage layer (no HTTP)")
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+
+    def writer(novel_id: str) -> None:
+        rng = random.Random(novel_id)
+        path = data_dir / "novels" / f"{novel_id}.git"
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            began = time.perf_counter()
+            repo = NovelRepository.open(path)
+            with repo.lock(timeout=60):
+                head = repo.head()
+                text = repo.read_text(CHAPTER, head).text
+                text = one_word_edit(text, rng, list(range(paragraph_count)), f"s{n}")
+                commit = repo.write_commit(
+                    parent=head, changes={CHAPTER: text}, author=author, message="Bench edit",
+                    trailers={"Device-Id": "bench", "Op-Id": f"s{n}"},
+                )  # fmt: skip
+                repo.advance_head(commit, head, reason="bench")
+                blob = repo.read_text(CHAPTER, commit).blob
+                rows = content_index.describe_files({CHAPTER: (text, blob)})
+
+                def index(conn, commit=commit, rows=rows) -> None:  # noqa: ANN001
+                    content_index.index_rows(conn, novel_id, rows)
+                    content_index.record_head(conn, novel_id, commit)
+
+                db.write_sync(index)
+            elapsed = time.perf_counter() - began
+            with lock:
+                run.ok += 1
+                run.latencies.append(elapsed)
+
+    threads = [threading.Thread(target=writer, args=(novel_id,)) for novel_id in novel_ids]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run.seconds = time.perf_counter() - began
+    db.close()
+    return run
+
+
+# -- one history length, and the report ----------------------------------------------------
+
+
+@dataclass
+class Result:
+    history: int
+    http: Run
+    storage: Run
+
+    @property
+    def ratio(self) -> float:
+        return self.http.rate / self.storage.rate if self.storage.rate else 0.0
+
+
+def measure(args: argparse.Namespace, history: int, work: Path) -> Result:
+    data_dir = work / f"history-{history}"
+    chapter = long_chapter(random.Random(1))
+    paragraph_count = chapter.count("\n\nP") + 1
+    print(f"history {history}: creating {args.novels} novels, growing history ...", flush=True)
+    headers, novel_ids = prepare(data_dir, args.novels, history, chapter)
+    server = start_server(data_dir)
+    try:
+        http = asyncio.run(
+            http_load(
+                server,
+                headers,
+                novel_ids,
+                args.clients,
+                args.duration,
+                paragraph_count,
+                args.profile and args.profile / f"server-history-{history}.txt",
+            )  # fmt: skip
+        )
+    finally:
+        server.stop()
+    storage = storage_limit(data_dir, novel_ids, args.duration, paragraph_count)
+    result = Result(history, http, storage)
+    for run in (http, storage):
+        cpu = f", server CPU {run.server_cpu:.2f} cores" if run.server_cpu is not None else ""
+        print(f"  {run.name:<26} {run.rate:7.1f}/s  p50 {run.percentile(0.5):6.1f} ms"
+              f"  p99 {run.percentile(0.99):6.1f} ms  ({run.ok} in {run.seconds:.1f} s{cpu}"
+              f"{', statuses ' + str(run.statuses) if run.statuses else ''}"
+              f"{', errors ' + str(run.errors) if run.errors else ''})")  # fmt: skip
+    print(f"  HTTP / storage: {result.ratio:.0%}", flush=True)
+    return result
+
+
+def report(args: argparse.Namespace, results: list[Result]) -> str:
+    facts = machine()
+    lines = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `python scripts/bench/sync.py --clients"
+        f" {args.clients} --novels {args.novels} --duration {args.duration} --histories"
+        f" {','.join(str(r.history) for r in results)}`",
+        "",
+        f"Machine: {facts['nproc']} CPUs (`nproc`), {facts['cpu']}; Python {facts['python']},"
+        f" aiohttp {facts['aiohttp']}; load average {facts['load']} when the report was"
+        " written. Client and server share the machine; fsync on (as in production).",
+        "",
+        f"One-word edits to a {len(long_chapter(random.Random(1))) // 1000} KB chapter,"
+        f" {args.clients} devices over {args.novels} novels, each device on its own base"
+        " (so most syncs are three-way merges).",
+        "",
+        "| history (commits) | what | syncs/s | p50 ms | p99 ms | server CPU (cores) |"
+        " HTTP / storage |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        for run in (result.http, result.storage):
+            cpu = f"{run.server_cpu:.2f}" if run.server_cpu is not None else "–"
+            ratio = f"{result.ratio:.0%}" if run is result.http else ""
+            lines.append(
+                f"| {result.history} | {run.name} | {run.rate:.1f} | {run.percentile(0.5):.1f} |"
+                f" {run.percentile(0.99):.1f} | {cpu} | {ratio} |"
+            )
+    first, last = results[0], results[-1]
+    slowdown = first.http.rate / last.http.rate if last.http.rate else float("inf")
+    met_ratio = all(r.ratio >= GOAL_RATIO for r in results)
+    met_p99 = all(r.http.percentile(0.99) < GOAL_P99_MS for r in results)
+    met_history = slowdown <= GOAL_HISTORY
+    lines += [
+        "",
+        f"Goals: HTTP ≥ {GOAL_RATIO:.0%} of the storage limit"
+        f" ({'met' if met_ratio else 'missed'}); p99 < {GOAL_P99_MS:.0f} ms"
+        f" ({'met' if met_p99 else 'missed'}); {last.history} commits of history within"
+        f" {GOAL_HISTORY}x of {first.history} ({slowdown:.2f}x:"
+        f" {'met' if met_history else 'missed'}).",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    section = f"{START}\n{text}\n{END}"
+    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
+    if START in current and END in current:
+        head, rest = current.split(START, 1)
+        current = head + section + rest.split(END, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n## Sync (`scripts/bench/sync.py`)\n\n"
+        current += section + "\n"
+    DOCS.write_text(current, encoding="utf-8")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=16, help="concurrent devices (16)")
+    parser.add_argument("--novels", type=int, default=4, help="novels the devices share (4)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (5)")
+    parser.add_argument("--histories", default="100,20000",
+                        help="commits of history to measure on (100,20000)")  # fmt: skip
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the server")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="openwrite-sync-bench-") as tmp:
+        results = [measure(args, int(history), Path(tmp)) for history in args.histories.split(",")]
+    text = report(args, results)
+    print()
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+        print(f"\nupdated {DOCS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
