@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,10 +26,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from _common import DOCS, cpu_seconds, machine, write_docs  # noqa: E402
+
 from tests.servers import ServerProcess, free_port, start_server  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:api:start -->", "<!-- bench:api:end -->"
 GOAL_READS, GOAL_RATIO = 1500, 0.40
 
 
@@ -62,12 +60,6 @@ class Run:
             f"  p99 {self.percentile(0.99):6.1f} ms"
             f"  ({self.ok} in {self.seconds:.1f} s{cpu}{errors})"
         )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def load(
@@ -194,26 +186,6 @@ async def benchmark(args: argparse.Namespace, server: ServerProcess, work: Path)
     return runs
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "load": Path("/proc/loadavg").read_text().split()[0]
-        if Path("/proc/loadavg").exists()
-        else "?",
-    }
-
-
 def report(args: argparse.Namespace, runs: list[Run]) -> str:
     bare, reads, writes = runs
     ratio = reads.rate / bare.rate if bare.rate else 0.0
@@ -246,19 +218,6 @@ def report(args: argparse.Namespace, runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    section = f"{START}\n{text}\n{END}"
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + section + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n## API throughput (`scripts/bench/api.py`)\n\n"
-        current += section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(current, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
@@ -282,7 +241,7 @@ def main() -> int:
     print()
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_docs("api", "API throughput (`scripts/bench/api.py`)", text)
         print(f"\nupdated {DOCS}")
     return 0
 

@@ -36,15 +36,13 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from api import cpu_seconds, machine  # noqa: E402
+from _common import DOCS, cpu_seconds, machine, write_docs  # noqa: E402
 
 from storage import content_index  # noqa: E402
 from storage.db import open_database  # noqa: E402
 from storage.repository import Author, NovelRepository, enable_durability  # noqa: E402
 from tests.servers import ServerProcess, start_server  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench:sync:start -->", "<!-- bench:sync:end -->"
 CHAPTER = "chapters/long-chapter.md"
 HISTORY_FILE = "characters/history.md"
 GOAL_RATIO, GOAL_P99_MS, GOAL_HISTORY = 0.50, 100.0, 1.25
@@ -385,18 +383,6 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    section = f"{START}\n{text}\n{END}"
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + section + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n## Sync (`scripts/bench/sync.py`)\n\n"
-        current += section + "\n"
-    DOCS.write_text(current, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent devices (16)")
@@ -413,7 +399,7 @@ def main() -> int:
     print()
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_docs("sync", "Sync (`scripts/bench/sync.py`)", text)
         print(f"\nupdated {DOCS}")
     return 0
 
