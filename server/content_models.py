@@ -19,20 +19,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ChapterBody(Strict):
+class ChapterFields(Strict):
+    """Front-matter fields a writer may set on create and change on update."""
+
+    number: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    status: ChapterStatus | None = None
+    summary: Long | None = None
+    content: Body | None = None
+
+
+class ChapterBody(ChapterFields):
     title: Title
-    content: Body | None = None
-    number: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    status: ChapterStatus | None = None
-    summary: Long | None = None
 
 
-class ChapterPatch(Strict):
+class ChapterPatch(ChapterFields):
     title: Title | None = None
-    number: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    status: ChapterStatus | None = None
-    summary: Long | None = None
-    content: Body | None = None
     base_blob: Blob | None = None
 
 
@@ -71,26 +72,22 @@ class HeadAnswer(BaseModel):
     head: str
 
 
-class CharacterBody(Strict):
+class CharacterFields(Strict):
+    content: Body | None = None
+    role: Short | None = None
+    appearance: Long | None = None
+    personality: Long | None = None
+    backstory: Long | None = None
+    motivation: Long | None = None
+    image: Short | None = None
+
+
+class CharacterBody(CharacterFields):
     name: Title
-    content: Body | None = None
-    role: Short | None = None
-    appearance: Long | None = None
-    personality: Long | None = None
-    backstory: Long | None = None
-    motivation: Long | None = None
-    image: Short | None = None
 
 
-class CharacterPatch(Strict):
+class CharacterPatch(CharacterFields):
     name: Title | None = None
-    content: Body | None = None
-    role: Short | None = None
-    appearance: Long | None = None
-    personality: Long | None = None
-    backstory: Long | None = None
-    motivation: Long | None = None
-    image: Short | None = None
     base_blob: Blob | None = None
 
 
@@ -122,20 +119,19 @@ class CharacterList(BaseModel):
     next_cursor: str | None = None
 
 
-class LocationBody(Strict):
+class LocationFields(Strict):
+    content: Body | None = None
+    type: Short | None = None
+    parent: Annotated[str, StringConstraints(max_length=64)] | None = None
+    image: Short | None = None
+
+
+class LocationBody(LocationFields):
     name: Title
-    content: Body | None = None
-    type: Short | None = None
-    parent: Annotated[str, StringConstraints(max_length=64)] | None = None
-    image: Short | None = None
 
 
-class LocationPatch(Strict):
+class LocationPatch(LocationFields):
     name: Title | None = None
-    content: Body | None = None
-    type: Short | None = None
-    parent: Annotated[str, StringConstraints(max_length=64)] | None = None
-    image: Short | None = None
     base_blob: Blob | None = None
 
 
