@@ -103,9 +103,11 @@ def reconcile(
             _merge(repo, base, head, device_commit, effective, edit, result)
     result.files = files_between(repo, base, result.head)
     if result.head != head:
+        # On a fast-forward the device's base is the old head: the same files moved.
+        moved_files = result.files if base == head else files_between(repo, head, result.head)
         moved = {
             entry["path"]: None if entry["content"] is None else (entry["content"], entry["blob"])
-            for entry in files_between(repo, head, result.head)
+            for entry in moved_files
         }
         result.indexed = content_index.describe_files(moved)
     return result
