@@ -25,11 +25,11 @@ async def create_novel(call: Call) -> dict:
         if body.org is not None:
             return authorize_org(conn, principal, body.org, Level.WRITE)[0]["id"]
         active = principal.active_organization_id
-        if (
-            active is not None
-            and ROLE_LEVEL.get(member_role(conn, principal.user_id, active)) >= Level.WRITE
-        ):
-            return active
+        if active is not None:
+            # A session may still name an organization the writer has since left.
+            role = member_role(conn, principal.user_id, active)
+            if ROLE_LEVEL.get(role, Level.NONE) >= Level.WRITE:
+                return active
         return _personal_org(conn, principal.user_id)
 
     org_id = await call.db.read(organization)
