@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.diff import DiffOp, diff_texts, matching_blocks
+from storage.diff import DiffOp, diff_texts, matching_blocks
 
 
 def _old_and_new(ops: list[DiffOp]) -> tuple[str, str]:
