@@ -9,7 +9,16 @@ from importlib.metadata import PackageNotFoundError, version
 import aiohttp
 from aiohttp import web
 
-from server import api_accounts, api_ai, api_content, api_novels, api_organizations, api_sync
+from server import (
+    api_accounts,
+    api_ai,
+    api_content,
+    api_history,
+    api_novels,
+    api_organizations,
+    api_sync,
+    git_http,
+)
 from server.config import Settings
 from server.endpoints import Call, Endpoint, bind, json_response
 from server.events import EventHub
@@ -69,14 +78,17 @@ def all_endpoints() -> list[Endpoint]:
         *api_novels.ENDPOINTS,
         *api_content.ENDPOINTS,
         *api_sync.ENDPOINTS,
+        *api_history.ENDPOINTS,
         *api_ai.ENDPOINTS,
+        *git_http.ENDPOINTS,
     ]
 
 
 def create_app(settings: Settings) -> web.Application:
     """The whole server for `settings`; resources open on start-up and close on clean-up."""
     app = web.Application(
-        middlewares=[cors, errors, authenticate], client_max_size=settings.max_body_bytes
+        middlewares=[cors, git_http.git_answers, errors, authenticate],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     endpoints = all_endpoints()

@@ -4,6 +4,8 @@ counts, the novel's head and counters). Rebuildable from Git at any time."""
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,31 @@ def read_document(text: str) -> tuple[dict[str, Any], str]:
     return document.meta, document.body
 
 
+_BODY_WORDS: OrderedDict[str, int] = OrderedDict()
+_BODY_WORDS_LOCK = threading.Lock()
+_BODY_WORDS_KEPT = 4096
+
+
+def body_words(text: str, blob: str | None = None, *, body: str | None = None) -> int:
+    """Words of a file's body (front matter excluded), with `word_count`.
+
+    Remembered by blob id when one is given (a blob's content never changes): the
+    index, the revision index and the statistics count each version of a chapter once.
+    """
+    if blob is not None:
+        with _BODY_WORDS_LOCK:
+            if blob in _BODY_WORDS:
+                _BODY_WORDS.move_to_end(blob)
+                return _BODY_WORDS[blob]
+    count = word_count(read_document(text)[1] if body is None else body)
+    if blob is not None:
+        with _BODY_WORDS_LOCK:
+            _BODY_WORDS[blob] = count
+            if len(_BODY_WORDS) > _BODY_WORDS_KEPT:
+                _BODY_WORDS.popitem(last=False)
+    return count
+
+
 def _text(value: Any, limit: int = 300) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
@@ -57,7 +84,7 @@ def describe(path: str, text: str, blob: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": path,
         "id": _text(meta.get("id"), 64) or derived_id(path),
-        "word_count": word_count(body),
+        "word_count": body_words(text, blob, body=body),
         "blob": blob,
     }
     fallback = path.rsplit("/", 1)[-1].removesuffix(".md")

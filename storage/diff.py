@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Literal
 
-from storage.words import split_lines, tokenize
+from storage.words import split_lines, tokenize, word_count
 
 # Above this many token pairs, difflib's quadratic search is too slow to run on a request:
 # the region is reported as replaced instead. Unique-token anchoring keeps regions far
@@ -134,3 +134,23 @@ def _unique_anchors(
         index = previous[index]
     chain.reverse()
     return chain
+
+
+def word_changes(old: str, new: str) -> tuple[int, int]:
+    """(words inserted, words deleted) going from `old` to `new`, counted by `word_count`.
+
+    Paragraphs (lines) are matched first and only the changed ones are diffed word by
+    word: a one-word edit in a 50 KB chapter costs a paragraph's tokens, not the book's.
+    """
+    added = removed = 0
+    a, b = split_lines(old), split_lines(new)
+    i = j = 0
+    for a_start, b_start, size in [*matching_blocks(a, b), (len(a), len(b), 0)]:
+        if i < a_start or j < b_start:
+            for op in diff_texts("".join(a[i:a_start]), "".join(b[j:b_start])):
+                if op.op == "insert":
+                    added += word_count(op.text)
+                elif op.op == "delete":
+                    removed += word_count(op.text)
+        i, j = a_start + size, b_start + size
+    return added, removed

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import apsw
 
-from storage import content_index
+from storage import content_index, history
 from storage.db import Database, query_one
 from storage.errors import NotFound
 from storage.repository import BRANCH, NovelRepository, novel_lock
@@ -23,6 +23,8 @@ class ReindexReport:
     checked: int = 0
     repaired: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # Novels whose revision index gained rows (the head's revisions were missing).
+    histories: list[str] = field(default_factory=list)
     unlocked: list[str] = field(default_factory=list)
 
 
@@ -73,15 +75,21 @@ def check_novels(db: Database, root: Path, *, force: bool = False) -> ReindexRep
             if clear_stale_ref_lock(repo.path):
                 report.unlocked.append(row["id"])
                 log.warning("novel %s: removed a ref lock left by a crash", row["id"])
-            head = repo.head()
+            repo.head()  # a repository without `main` is as good as missing
         except NotFound:
             report.missing.append(row["id"])
             log.error("novel %s has no repository at %s", row["id"], root)
             continue
-        if force or head != row["head"]:
-            reindex_novel(db, repo, row["id"])
-            report.repaired.append(row["id"])
-            if not force:
-                log.warning("novel %s: index was at %s, Git at %s; rebuilt from Git",
-                            row["id"], row["head"], head)  # fmt: skip
+        # Under the novel's lock: `admin reindex` may run beside a live server, whose
+        # commits must not land between reading Git and replacing the rows.
+        with repo.lock(timeout=60.0):
+            head = repo.head()
+            if force or head != row["head"]:
+                reindex_novel(db, repo, row["id"])
+                report.repaired.append(row["id"])
+                if not force:
+                    log.warning("novel %s: index was at %s, Git at %s; rebuilt from Git",
+                                row["id"], row["head"], head)  # fmt: skip
+            if history.sync_history(db, repo, row["id"], full=force):
+                report.histories.append(row["id"])
     return report

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import FileMode, RepositoryOpenFlag, SortMode
+from pygit2.enums import DeltaStatus, FileMode, RepositoryOpenFlag, SortMode
 
 from storage.errors import Conflict, Invalid, NotFound, Unavailable
 
@@ -54,6 +54,7 @@ _CONFIG: dict[str, str | bool | int] = {
 }
 
 _HEX_ID = re.compile(r"[0-9a-f]{40}")
+_HEX_PREFIX = re.compile(r"[0-9a-f]{7,40}")
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 
 # libgit2 reports OS failures as text (pygit2 raises OSError/GitError without
@@ -127,6 +128,27 @@ class Revision:
     time: datetime
     message: str
     trailers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file a commit changed: "added", "modified", "deleted" or "renamed" (from
+    `old_path`); blobs are None on the side where the file does not exist."""
+
+    change: str
+    path: str
+    old_path: str | None
+    old_blob: str | None
+    new_blob: str | None
+
+
+_DELTA_KINDS = {
+    DeltaStatus.ADDED: "added",
+    DeltaStatus.MODIFIED: "modified",
+    DeltaStatus.DELETED: "deleted",
+    DeltaStatus.RENAMED: "renamed",
+    DeltaStatus.TYPECHANGE: "modified",
+}
 
 
 class NovelRepository:
@@ -325,6 +347,75 @@ class NovelRepository:
         start = self._commit(rev).id
         walker = self._repo.walk(start, SortMode.TOPOLOGICAL | SortMode.TIME)
         return (_revision(commit) for commit in walker)
+
+    def revision(self, rev: str) -> Revision:
+        """One commit as history shows it."""
+        return _revision(self._commit(rev))
+
+    def commits_between(self, old: str | None, new: str) -> list[Revision]:
+        """Commits in `new`'s history but not in `old`'s, oldest first, parents first."""
+        walker = self._repo.walk(self._commit(new).id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+        if old is not None:
+            walker.hide(self._commit(old).id)
+        return [_revision(commit) for commit in walker]
+
+    def file_changes(self, rev: str) -> list[FileChange]:
+        """What `rev` changed against its first parent (a root commit: against nothing)."""
+        parents = self._commit(rev).parent_ids
+        return self.changes_between(str(parents[0]) if parents else None, rev)
+
+    def changes_between(self, old: str | None, new: str) -> list[FileChange]:
+        """The files that differ between two commits (`old` None: the empty tree), sorted.
+
+        Renames are detected the way `git log --follow` does (similar content), so a
+        chapter moved through Git keeps its history.
+        """
+        new_tree = self._commit(new).tree
+        if old is None:
+            diff = new_tree.diff_to_tree(swap=True)
+        else:
+            diff = self._repo.diff(self._commit(old).tree, new_tree)
+            diff.find_similar()
+        changes = []
+        for delta in diff.deltas:
+            kind = _DELTA_KINDS.get(delta.status)
+            if kind is None:
+                continue
+            before, after = delta.old_file, delta.new_file
+            changes.append(
+                FileChange(
+                    change=kind,
+                    path=before.path if kind == "deleted" else after.path,
+                    old_path=before.path if kind == "renamed" else None,
+                    old_blob=None if kind == "added" else str(before.id),
+                    new_blob=None if kind == "deleted" else str(after.id),
+                )
+            )
+        return sorted(changes, key=lambda change: change.path)
+
+    def blob_text(self, blob: str) -> str | None:
+        """The UTF-8 text of a blob; None if it is not UTF-8 (an image, say)."""
+        try:
+            data = self._repo[blob].data
+        except (KeyError, ValueError) as exc:
+            raise NotFound(f"No object {blob!r} in {self.path}", code="blob_missing") from exc
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def resolve(self, rev: str) -> str:
+        """The full id of the commit `rev` names: 40 hex digits, or a unique prefix of 7+."""
+        if isinstance(rev, str) and _HEX_PREFIX.fullmatch(rev.lower()):
+            try:
+                obj = self._repo.revparse_single(rev.lower())
+            except (KeyError, ValueError, pygit2.GitError):
+                obj = None
+            if isinstance(obj, pygit2.Commit):
+                return str(obj.id)
+        raise NotFound(
+            "no such revision in this novel", code="unknown_revision", details={"rev": rev}
+        )
 
     # -- writing ---------------------------------------------------------------
 

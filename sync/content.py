@@ -8,7 +8,7 @@ from typing import Any
 
 import apsw
 
-from storage import content_index, novels
+from storage import content_index, history, novels
 from storage.db import Database
 from storage.documents import (
     CHAPTER_KEYS,
@@ -66,14 +66,15 @@ async def create_novel(
     path = library.path(novel_id)
     text = novel_file({**fields, "status": fields.get("status") or "draft"})
 
-    def make() -> tuple[str, str]:
+    def make() -> tuple[str, str, list[history.RevisionEntry]]:
         repo = NovelRepository.create(
             path, files={NOVEL_FILE: text}, author=author, message="Start the novel"
         )
         found = repo.read_text(NOVEL_FILE)
-        return repo.head(), found.blob
+        head = repo.head()
+        return head, found.blob, history.describe_revisions(repo, None, head)
 
-    head, blob = await library.call(make)
+    head, blob, revisions = await library.call(make)
 
     def register(conn: apsw.Connection) -> dict[str, Any]:
         novels.create_novel(
@@ -82,6 +83,7 @@ async def create_novel(
         )  # fmt: skip
         content_index.index_files(conn, novel_id, {NOVEL_FILE: (text, blob)})
         content_index.record_head(conn, novel_id, head, wrote=False)
+        history.record_revisions(conn, novel_id, revisions)
         return novels.get_novel(conn, novel_id)
 
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import apsw
 
-from storage import content_index
+from storage import content_index, history
 from storage.db import Database, query, query_one
 from storage.errors import Conflict, NotFound
 from storage.ids import new_id, now
@@ -44,6 +44,7 @@ class Reconciled:
     conflicts: list[tuple[str, ConflictHunk]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     indexed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    revisions: list[history.RevisionEntry] = field(default_factory=list)
 
 
 def _trailers(edit: Edit) -> dict[str, str]:
@@ -110,6 +111,7 @@ def reconcile(
             for entry in moved_files
         }
         result.indexed = content_index.describe_files(moved)
+        result.revisions = history.describe_revisions(repo, head, result.head)
     return result
 
 
@@ -176,6 +178,7 @@ def _record(
     if done.head != done.old_head:
         content_index.index_rows(conn, novel_id, done.indexed)
         content_index.record_head(conn, novel_id, done.head)
+        history.record_revisions(conn, novel_id, done.revisions)
     for item, (path, hunk) in zip(answer["conflicts"], done.conflicts, strict=True):
         conn.execute(
             "INSERT INTO conflict (id, novel_id, path, field, base, ours, theirs, device_id,"

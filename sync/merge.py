@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.diff import matching_blocks
 from storage.documents import Document, key_order_for, parse_document, render_document, render_yaml
 from storage.errors import Invalid
 from storage.words import split_lines, tokenize
-from storage.diff import matching_blocks
 
 _ABSENT = object()
 # `(start, end, tokens)`: one side replaces `base[start:end]` with `tokens`.
