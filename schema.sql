@@ -280,4 +280,7 @@ CREATE INDEX revision_mainline ON revision(novel_id, mainline, seq);
 
 CREATE INDEX revision_path_by_seq ON revision_path(novel_id, seq);
 
+CREATE INDEX revision_path_renamed ON revision_path(novel_id, old_path, seq)
+    WHERE old_path IS NOT NULL;
+
 PRAGMA user_version = 3;

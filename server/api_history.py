@@ -13,6 +13,7 @@ from storage import history
 from storage.access import Level
 from storage.errors import Invalid, NotFound
 from storage.history import HistoryPosition
+from storage.layout import check_path
 from storage.repository import NovelRepository
 from sync.changes import check_text
 from sync.engine import commit_changes
@@ -76,6 +77,7 @@ async def restore(call: Call) -> dict:
     """A commit on the head whose file equals `path` at `rev` (also a file deleted since)."""
     novel = await novel_for(call, Level.WRITE)
     body: hm.RestoreBody = call.body
+    check_path(body.path)
     library = call.request.app[LIBRARY]
 
     def read(repo: NovelRepository) -> tuple[str, str]:
@@ -89,7 +91,7 @@ async def restore(call: Call) -> dict:
         return rev, found.text
 
     rev, text = await library.run(novel["id"], read)
-    check_text(body.path, text, limits(call))
+    check_text(body.path, text, limits(call))  # a file may have grown past today's limit
     edit = await edit_for(
         call, body.message or f"Restore {body.path} as of {rev[:10]}",
         device_id=body.device_id, op_id=body.op_id,

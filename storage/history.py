@@ -244,6 +244,8 @@ def history_page(
         renamed = False
         for row in batch:
             old_path = row.pop("followed_from", None)
+            if rows and rows[-1]["seq"] == row["seq"]:
+                continue  # the file was renamed away and another took its name at once
             rows.append(row)
             before = row["seq"]
             if following is not None and old_path is not None:
@@ -262,24 +264,30 @@ def history_page(
 def _revisions_before(
     conn: apsw.Connection, novel_id: str, path: str | None, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
-    bound = "" if before is None else " AND {seq} < ?"
-    args: tuple = (novel_id, path) if path is not None else (novel_id,)
-    if before is not None:
-        args += (before,)
+    """Up to `limit` revisions below `before`, newest first; with `path`, those that
+    touched it, `followed_from` naming its earlier name where one renamed it here."""
+    below = (before if before is not None else 1 << 62,)
     if path is None:
-        sql = (
-            f"SELECT {_REVISION_COLUMNS} FROM revision r WHERE r.novel_id = ?"
-            + bound.format(seq="r.seq")
-            + " ORDER BY r.seq DESC LIMIT ?"
+        return query(
+            conn,
+            f"SELECT {_REVISION_COLUMNS} FROM revision r"
+            " WHERE r.novel_id = ? AND r.seq < ? ORDER BY r.seq DESC LIMIT ?",
+            (novel_id, *below, limit),
         )
-    else:
-        sql = (
-            f"SELECT {_REVISION_COLUMNS}, p.old_path AS followed_from FROM revision_path p"
-            " JOIN revision r ON r.seq = p.seq WHERE p.novel_id = ? AND p.path = ?"
-            + bound.format(seq="p.seq")
-            + " ORDER BY p.seq DESC LIMIT ?"
-        )
-    return query(conn, sql, (*args, limit))
+    # Both ends of a rename touched the file: its new name (the rename row's `path`) and
+    # its old one (`old_path`). Each side reads a short run from its own index.
+    return query(
+        conn,
+        f"SELECT {_REVISION_COLUMNS}, touched.followed_from FROM ("
+        " SELECT * FROM (SELECT seq, old_path AS followed_from FROM revision_path"
+        "  WHERE novel_id = ? AND path = ? AND seq < ? ORDER BY seq DESC LIMIT ?)"
+        " UNION ALL"
+        " SELECT * FROM (SELECT seq, NULL AS followed_from FROM revision_path"
+        "  WHERE novel_id = ? AND old_path = ? AND seq < ? ORDER BY seq DESC LIMIT ?)"
+        ") AS touched JOIN revision r ON r.seq = touched.seq"
+        " ORDER BY r.seq DESC LIMIT ?",
+        (novel_id, path, *below, limit, novel_id, path, *below, limit, limit),
+    )
 
 
 def _attach_changes(conn: apsw.Connection, novel_id: str, rows: list[dict[str, Any]]) -> None:

@@ -41,3 +41,6 @@ CREATE TABLE revision_path (
     PRIMARY KEY (novel_id, path, seq)
 ) WITHOUT ROWID;
 CREATE INDEX revision_path_by_seq ON revision_path(novel_id, seq);
+-- A file's history also holds the revision that renamed it away.
+CREATE INDEX revision_path_renamed ON revision_path(novel_id, old_path, seq)
+    WHERE old_path IS NOT NULL;
