@@ -6,7 +6,11 @@ Diffs, merges and word counts all cut text here, so they agree on what a word is
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 
 # Scripts written without spaces between words: every character is a word of its own.
 # Han (with its radicals and the iteration marks), Hiragana, Katakana, Hangul.
@@ -35,6 +39,7 @@ _TOKEN = re.compile(
     r"|(?P<other>.)",
     re.DOTALL,
 )
+_CJK = re.compile(f"[{_CJK_RANGES}]")
 _APOSTROPHES = frozenset("'\u2019")
 # Joiners that make one word of their neighbours when counting: "well-known", "3.14".
 _HYPHENS = frozenset("-\u2010\u2011")
@@ -108,22 +113,77 @@ def word_count(text: str) -> int:
     """
     for pattern, replacement in _MARKDOWN_NOISE:
         text = pattern.sub(replacement, text)
-    tokens = _classified_tokens(text)
-    return sum(
-        1
-        for index, (kind, _) in enumerate(tokens)
-        if kind == "cjk" or (kind == "word" and not _continues_word(tokens, index))
-    )
+    patterns = _counting_patterns()
+    if not any(unicodedata.category(ch).startswith("M") for ch in set(text)):
+        # Without combining marks a word is a plain run: count runs, less the joiners.
+        joined = sum(1 for match in patterns.joiners.finditer(text) if _joins(text, match.start()))
+        return len(patterns.plain.findall(text)) - joined
+    count = 0
+    last_end = -2  # where the previous word ended; -2: no word just before
+    for match in patterns.marked.finditer(text):
+        start = match.start()
+        if match.lastgroup == "cjk":
+            count += 1
+            last_end = -2
+            continue
+        if last_end != start - 1 or not _joins(text, start - 1):
+            count += 1
+        last_end = match.end()
+    return count
 
 
-def _continues_word(tokens: list[tuple[str, str]], index: int) -> bool:
-    if index < 2 or tokens[index - 2][0] != "word":
-        return False
-    joiner = tokens[index - 1][1]
+def _joins(text: str, at: int) -> bool:
+    """True if the one character at `at`, between two words, makes them one word."""
+    joiner = text[at]
     if joiner in _HYPHENS:
-        return True
-    return (
-        joiner in _NUMBER_SEPARATORS
-        and tokens[index - 2][1][-1].isdigit()
-        and tokens[index][1][0].isdigit()
+        # Between letters or digits; a CJK character is a word of its own.
+        return not (_CJK.match(text, at - 1) or _CJK.match(text, at + 1))
+    return joiner in _NUMBER_SEPARATORS and text[at - 1].isdigit() and text[at + 1].isdigit()
+
+
+@dataclass(frozen=True)
+class _CountingPatterns:
+    plain: re.Pattern[str]  # a word or a CJK character, in text without marks
+    joiners: re.Pattern[str]  # a character between two word characters that may join them
+    marked: re.Pattern[str]  # a word (with its marks) or a CJK character
+
+
+@cache
+def _counting_patterns() -> _CountingPatterns:
+    """What `word_count` counts: a CJK character, or a word as `tokenize` cuts it
+    (letters and digits, the combining marks that follow them, apostrophes between
+    them). The same count as `tokenize`'s tokens, without building them: counting runs
+    on every sync of a whole chapter. Built on first use, from `unicodedata`.
+    """
+    marks = _character_class(lambda ch: unicodedata.category(ch).startswith("M"))
+    letter = rf"[^\W_{_CJK_RANGES}]"
+    cjk = rf"(?=\w)[{_CJK_RANGES}]"
+    apostrophe = "[" + "".join(sorted(_APOSTROPHES)) + "]"
+    # Runs, not one character at a time: the two classes are disjoint, so no backtracking.
+    marked_word = rf"{letter}(?:{letter}+|{marks}+)*"
+    joiner = "[" + re.escape("".join(sorted(_HYPHENS | _NUMBER_SEPARATORS))) + "]"
+    return _CountingPatterns(
+        plain=re.compile(rf"{letter}+(?:{apostrophe}{letter}+)*|{cjk}"),
+        joiners=re.compile(rf"(?<=[^\W_]){joiner}(?=[^\W_])"),
+        marked=re.compile(rf"(?P<cjk>{cjk})|(?P<word>{marked_word}(?:{apostrophe}{marked_word})*)"),
     )
+
+
+def _character_class(test: Callable[[str], bool]) -> str:
+    """A regular-expression class of every code point for which `test` is true."""
+    parts = []
+    for lo, hi in _code_point_ranges(test):
+        parts.append(re.escape(chr(lo)) + ("-" + re.escape(chr(hi)) if hi > lo else ""))
+    return "[" + "".join(parts) + "]"
+
+
+def _code_point_ranges(test: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """(first, last) code points of each run of characters for which `test` is true."""
+    ranges: list[tuple[int, int]] = []
+    for point in range(sys.maxunicode + 1):
+        if test(chr(point)):
+            if ranges and ranges[-1][1] == point - 1:
+                ranges[-1] = (ranges[-1][0], point)
+            else:
+                ranges.append((point, point))
+    return ranges

@@ -3,6 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage import words
 from storage.words import split_lines, tokenize, word_count
 
 
@@ -121,3 +122,36 @@ def test_images_autolinks_bare_urls_and_html_do_not_count():
 def test_empty_text_has_no_words():
     assert word_count("") == 0
     assert word_count("   \n\n") == 0
+
+
+def _count_from_tokens(text: str) -> int:
+    """word_count's rule spelled out on `tokenize`'s tokens: the reference it must equal."""
+    for pattern, replacement in words._MARKDOWN_NOISE:
+        text = pattern.sub(replacement, text)
+    tokens = words._classified_tokens(text)
+
+    def joined(i: int) -> bool:
+        if i < 2 or tokens[i - 2][0] != "word":
+            return False
+        joiner = tokens[i - 1][1]
+        if joiner in "-\u2010\u2011":
+            return True
+        return joiner in ".," and tokens[i - 2][1][-1].isdigit() and tokens[i][1][0].isdigit()
+
+    return sum(
+        1
+        for i, (kind, _) in enumerate(tokens)
+        if kind == "cjk" or (kind == "word" and not joined(i))
+    )
+
+
+_TRICKY = st.sampled_from(
+    list("ab Zé9-.,'’_!?\n\t字ひ한Ж³²٣❤") + ["\u0301", "\u093e", "\ufe0f", "\u2010", "\u2011"]
+    + ["well-known", "3.14", "don't", "e\u0301te\u0301", "[x](http://y)", "<b>", "1,000"]
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_TRICKY, max_size=16).map("".join))
+def test_word_count_equals_counting_the_tokens_that_diffs_and_merges_cut(text: str):
+    assert word_count(text) == _count_from_tokens(text)
