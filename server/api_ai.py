@@ -162,14 +162,13 @@ async def complete(call: Call) -> dict | web.StreamResponse:
         max_tokens=body.max_tokens,
         stream=body.stream,
     )
+    hold = call.settings.ai_reservation_seconds
     lease: Lease = await call.db.write(
-        ai_providers.reserve_usage,
-        call.request.app[SECRETS],
-        call.user_id,
-        body.provider_id,
-        body.model,
-        _estimate(request),
-    )
+        lambda conn: ai_providers.reserve_usage(
+            conn, call.request.app[SECRETS], call.user_id, body.provider_id, body.model,
+            _estimate(request), hold_seconds=hold,
+        )
+    )  # fmt: skip
     adapter = adapter_for(lease.provider)
     if body.stream:
         return await _relay_stream(call, lease, adapter, request)

@@ -29,6 +29,8 @@ class Settings:
     sqlite_readers: int = 4
     loose_object_threshold: int = 1000
     git_timeout_seconds: int = 600
+    # How long an AI completion's token reservation holds if it is never settled.
+    ai_reservation_seconds: int = 900
     secret_key: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import apsw
 
 from storage.db import Row, query, query_one
 from storage.errors import Conflict, Invalid, NotFound, TooManyRequests
-from storage.ids import new_id, now
+from storage.ids import format_time, new_id, now
 from storage.secrets import SecretBox, SecretError, key_hint, rotate, secret_aad
 
 TABLE = "ai_provider"
 API_KEY = "api_key_encrypted"
 SECRET_COLUMNS = (API_KEY, "oauth_access_token_encrypted", "oauth_refresh_token_encrypted")
 DEFAULT_TIMEOUT_SECONDS = 60.0
+# How long a reservation holds if its completion never settles (the server was killed).
+# Longer than any call should run: a streamed answer has no total timeout.
+DEFAULT_RESERVATION_SECONDS = 900.0
 
 _PUBLIC = (
     "id, provider, key_label, key_hint, api_key_encrypted IS NOT NULL AS has_key, is_default,"
@@ -51,6 +55,7 @@ class Lease:
     user_id: str
     provider: str
     reserved: int
+    reservation_id: str
     api_key: str = field(repr=False)
     base_url: str | None
     timeout: float
@@ -190,14 +195,19 @@ def reserve_usage(
     provider_id: str | None,
     model: str,
     estimate: Callable[[str], int],
+    *,
+    hold_seconds: float = DEFAULT_RESERVATION_SECONDS,
 ) -> Lease:
     """Reserve `estimate(provider)` tokens on the connection (or the writer's default).
 
     Runs in a write transaction, so concurrent calls see each other's reservations: the
     check current + reserved + estimate <= limit holds however many calls are in flight.
     TooManyRequests `usage_limit_exceeded` when it does not; nothing is reserved then.
+    The reservation lapses after `hold_seconds` if it is never settled.
     """
     row = _connection_for_call(conn, user_id, provider_id)
+    if _release_expired(conn, row["id"]):
+        row = _connection_for_call(conn, user_id, row["id"])
     models = json.loads(row["supported_models"])
     if models and model not in models:
         raise Invalid(
@@ -226,12 +236,21 @@ def reserve_usage(
         "UPDATE ai_provider SET reserved_usage = reserved_usage + ? WHERE id = ?",
         (tokens, row["id"]),
     )
+    reservation_id = new_id()
+    moment = datetime.now(UTC)
+    conn.execute(
+        "INSERT INTO ai_usage_reservation (id, provider_id, tokens, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (reservation_id, row["id"], tokens, format_time(moment),
+         format_time(moment + timedelta(seconds=hold_seconds))),
+    )  # fmt: skip
     config = json.loads(row["provider_config"])
     return Lease(
         provider_id=row["id"],
         user_id=user_id,
         provider=row["provider"],
         reserved=tokens,
+        reservation_id=reservation_id,
         api_key=api_key,
         base_url=config.get("base_url"),
         timeout=float(config.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)),
@@ -263,16 +282,39 @@ def _connection_for_call(conn: apsw.Connection, user_id: str, provider_id: str |
     return row
 
 
+def _release_expired(conn: apsw.Connection, provider_id: str) -> int:
+    """Release the lapsed reservations of one connection; the tokens they held."""
+    expired = query(
+        conn,
+        "SELECT id, tokens FROM ai_usage_reservation WHERE provider_id = ? AND expires_at <= ?",
+        (provider_id, now()),
+    )
+    for row in expired:
+        conn.execute("DELETE FROM ai_usage_reservation WHERE id = ?", (row["id"],))
+    held = sum(row["tokens"] for row in expired)
+    if held:
+        conn.execute(
+            "UPDATE ai_provider SET reserved_usage = MAX(0, reserved_usage - ?) WHERE id = ?",
+            (held, provider_id),
+        )
+    return held
+
+
 def settle_usage(conn: apsw.Connection, lease: Lease, used: int) -> Row | None:
     """Release the lease's reservation and count the tokens actually `used`.
 
+    A reservation that lapsed meanwhile was already released: only the use is counted.
     Returns the connection afterwards, or None if it was deleted during the call.
     """
+    held = query_one(
+        conn, "SELECT tokens FROM ai_usage_reservation WHERE id = ?", (lease.reservation_id,)
+    )
+    conn.execute("DELETE FROM ai_usage_reservation WHERE id = ?", (lease.reservation_id,))
     conn.execute(
         "UPDATE ai_provider SET reserved_usage = MAX(0, reserved_usage - ?),"
         " current_usage = current_usage + ?,"
         " last_used_at = CASE WHEN ? > 0 THEN ? ELSE last_used_at END WHERE id = ?",
-        (lease.reserved, used, used, now(), lease.provider_id),
+        (held["tokens"] if held else 0, used, used, now(), lease.provider_id),
     )
     try:
         return get_provider(conn, lease.user_id, lease.provider_id)
