@@ -36,19 +36,6 @@ async def provider(api: Api, provider_id: str) -> dict:
     return next(item for item in answer["items"] if item["id"] == provider_id)
 
 
-async def complete(api: Api, provider_id: str) -> tuple[int, dict]:
-    return await api.call(
-        "POST",
-        "/api/v1/ai/complete",
-        {
-            "provider_id": provider_id,
-            "model": "novel-model",
-            "messages": [{"role": "user", "content": "Open chapter one by the sea."}],
-            "max_tokens": 500,
-        },
-    )
-
-
 async def test_a_reservation_left_by_a_killed_server_lapses_and_frees_the_limit(tmp_path: Path):
     fake = await start_fake_provider("slow")
     fake.delay = 60
@@ -63,7 +50,7 @@ async def test_a_reservation_left_by_a_killed_server_lapses_and_frees_the_limit(
                 "PATCH", f"/api/v1/ai/providers/{created['id']}", {"usage_limit": 800}
             )
             assert status == 200
-            in_flight = asyncio.create_task(complete(api, created["id"]))
+            in_flight = asyncio.create_task(api.complete(created["id"], max_tokens=500))
             while (await provider(api, created["id"]))["reserved_usage"] == 0:
                 await asyncio.sleep(0.05)
             server.kill()
@@ -83,7 +70,7 @@ async def test_a_reservation_left_by_a_killed_server_lapses_and_frees_the_limit(
             remaining = (parse_time(expires_at) - datetime.now(UTC)).total_seconds()
             await asyncio.sleep(max(0.0, remaining) + 0.2)
 
-            status, answer = await complete(api, created["id"])
+            status, answer = await api.complete(created["id"], max_tokens=500)
             assert status == 200, answer
             after = await provider(api, created["id"])
             assert after["reserved_usage"] == 0
@@ -103,7 +90,8 @@ async def test_settled_completions_leave_no_reservation_behind(tmp_path: Path):
             api = Api(http, server)
             await api.sign_up()
             created = await api.connect(fake, "anthropic")
-            answers = await asyncio.gather(*(complete(api, created["id"]) for _ in range(5)))
+            calls = [api.complete(created["id"], max_tokens=500) for _ in range(5)]
+            answers = await asyncio.gather(*calls)
             assert [status for status, _ in answers] == [200] * 5
             state = await provider(api, created["id"])
             assert state["reserved_usage"] == 0

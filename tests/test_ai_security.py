@@ -70,17 +70,18 @@ class Api:
         assert status == 201, answer
         return answer
 
-    async def complete(self, provider_id: str, *, stream: bool = False) -> tuple[int, Any]:
-        return await self.call(
-            "POST",
-            "/api/v1/ai/complete",
-            {
-                "provider_id": provider_id,
-                "model": "novel-model",
-                "messages": [{"role": "user", "content": "Open chapter one by the sea."}],
-                "stream": stream,
-            },
-        )
+    async def complete(
+        self, provider_id: str, *, stream: bool = False, max_tokens: int | None = None
+    ) -> tuple[int, Any]:
+        body = {
+            "provider_id": provider_id,
+            "model": "novel-model",
+            "messages": [{"role": "user", "content": "Open chapter one by the sea."}],
+            "stream": stream,
+        }
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        return await self.call("POST", "/api/v1/ai/complete", body)
 
 
 def database_bytes(data_dir: Path) -> bytes:
