@@ -9,7 +9,10 @@ for pkg in "$@"; do
   case "$pkg" in
     git) command -v git >/dev/null 2>&1 || need_apt+=(git) ;;
     hugo) command -v hugo >/dev/null 2>&1 || need_apt+=(hugo) ;;
-    nodejs) command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm) ;;
+    nodejs)
+      command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+      command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+      ;;
     *) dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg") ;;
   esac
 done

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from server.app import all_endpoints
 from server.config import Settings
+from server.git_http import pkt_line
 from tests.conftest import Writer
 from tests.db_snapshot import data_state
 
@@ -24,6 +25,21 @@ _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 # Body and query fields that name an existing resource (a new slug is not one: it is
 # unique server-wide, so a taken slug is a 409 for everybody).
 REFERENCES = {"org", "organization", "team_id", "user_id", "novel_id"}
+# Query fields that choose what a route does, set so that it does its real work.
+QUERY_EXAMPLES = {"service": "git-upload-pack"}
+# A POST that only reads: a Git fetch posts its negotiation.
+READING_POSTS = {("POST", "/git/{novel_id}.git/git-upload-pack")}
+# Routes whose body is not JSON (Git's smart HTTP): the request a real client sends.
+RAW_REQUESTS = {
+    ("POST", "/git/{novel_id}.git/git-upload-pack"): (
+        pkt_line(b"command=ls-refs\n") + b"0001" + pkt_line(b"symrefs\n") + b"0000",
+        {"Content-Type": "application/x-git-upload-pack-request", "Git-Protocol": "version=2"},
+    ),
+    ("POST", "/git/{novel_id}.git/git-receive-pack"): (
+        b"0000",
+        {"Content-Type": "application/x-git-receive-pack-request"},
+    ),
+}
 TIMEOUT = ClientTimeout(total=30)
 
 
@@ -48,6 +64,8 @@ class Attempt:
     body: Any
     has_body: bool
     query: dict[str, str]
+    reads: bool  # a read, whatever its method (a Git fetch is a POST)
+    raw: tuple[bytes, dict[str, str]] | None = None
 
 
 def _schema_example(schema: dict, defs: dict, name: str | None, target: Target, me: Writer) -> Any:
@@ -125,9 +143,9 @@ def attempts_on(client: TestClient, target: Target, me: Writer) -> list[Attempt]
             body = example_body(endpoint.body, target, me)
         if endpoint is not None and endpoint.query is not None:
             query = {
-                key: target.fill(key)
+                key: target.fill(key) if key in REFERENCES else QUERY_EXAMPLES[key]
                 for key in endpoint.query.model_json_schema().get("properties", {})
-                if key in REFERENCES
+                if key in REFERENCES or key in QUERY_EXAMPLES
             }
         names_ann = (
             bool(_PARAM.search(pattern))
@@ -144,6 +162,8 @@ def attempts_on(client: TestClient, target: Target, me: Writer) -> list[Attempt]
                     body,
                     endpoint is not None and endpoint.body is not None,
                     query or {},
+                    reads=route.method == "GET" or (route.method, pattern) in READING_POSTS,
+                    raw=RAW_REQUESTS.get((route.method, pattern)),
                 )
             )
     return found
@@ -153,6 +173,9 @@ async def attempt(client: TestClient, item: Attempt, headers: dict[str, str]) ->
     kwargs: dict[str, Any] = {"headers": headers, "params": item.query, "timeout": TIMEOUT}
     if item.has_body:
         kwargs["json"] = item.body
+    if item.raw is not None:
+        kwargs["data"], extra = item.raw
+        kwargs["headers"] = {**headers, **extra}
     response = await client.request(item.method, item.path, **kwargs)
     return response.status, await response.text()
 
@@ -219,7 +242,7 @@ def refusals(
     """What went wrong: a status outside `allowed`, or one of Ann's secrets in a success."""
     problems = []
     for item, status, text in results:
-        ok = allowed["GET" if item.method == "GET" else "write"]
+        ok = allowed["GET" if item.reads else "write"]
         if status == 422 and '"validation_failed"' in text:
             problems.append(f"{item.method} {item.pattern}: the example body is invalid: {text}")
         elif status not in ok and not any(f'"code":"{c}"' in text for c in CALLER_ONLY):
@@ -306,20 +329,23 @@ async def test_a_public_novel_is_readable_by_another_writer_but_never_writable(
         results.append((item, status, text))
         if "{novel_id}" in item.pattern:
             # Bob may read this novel, so refusing a write is a 403, and reads succeed.
-            assert status in ({200, 304, 404} if item.method == "GET" else {403, 404}), (
+            assert status in ({200, 304, 404} if item.reads else {403, 404}), (
                 item.method,
                 item.pattern,
                 status,
                 text[:200],
             )
         else:
-            assert status in ({200, 404} if item.method == "GET" else {404}), (
+            assert status in ({200, 404} if item.reads else {404}), (
                 item.method,
                 item.pattern,
                 status,
                 text[:200],
             )
     assert refusals(results, public, {"GET": {200, 304, 404}, "write": {403, 404}}) == []
+    # Reading a public novel includes cloning it: the Git reads really answered.
+    git_reads = {status for item, status, _ in results if item.reads and "/git/" in item.pattern}
+    assert git_reads == {200}
     status, body = await bob.call("GET", f"/api/v1/novels/{novel_id}")
     assert status == 200 and body["title"] == "Private"
     assert data_state(settings) == before
