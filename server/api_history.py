@@ -40,6 +40,8 @@ def _position(cursor: str | None, path: str | None) -> HistoryPosition | None:
 async def list_history(call: Call) -> dict:
     novel = await novel_for(call, Level.READ)
     query: hm.HistoryQuery = call.query
+    if query.path is not None:
+        check_path(query.path)
     after = _position(query.cursor, query.path)
     items, following = await call.db.read(
         lambda conn: history.history_page(
@@ -57,6 +59,8 @@ async def list_history(call: Call) -> dict:
 async def diff(call: Call) -> dict:
     novel = await novel_for(call, Level.READ)
     query: hm.DiffQuery = call.query
+    if query.path is not None:
+        check_path(query.path)
 
     def work(repo: NovelRepository) -> dict:
         to = repo.resolve(query.to) if query.to else repo.head()

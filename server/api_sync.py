@@ -93,16 +93,19 @@ async def events(call: Call) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b": connected\n\n")
     async with request.app[EVENTS].listen(call.user_id) as listener:
-        while True:
-            try:
-                event = await asyncio.wait_for(listener.queue.get(), timeout=15)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if event is None:
-                break
-            data = json.dumps(event, separators=(",", ":"))
-            await response.write(f"event: head\ndata: {data}\n\n".encode())
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(listener.queue.get(), timeout=15)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if event is None:
+                    break
+                data = json.dumps(event, separators=(",", ":"))
+                await response.write(f"event: head\ndata: {data}\n\n".encode())
+        except ConnectionResetError:
+            pass  # the listener left; found out by the next write
     return response
 
 

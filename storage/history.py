@@ -181,22 +181,49 @@ def last_mainline(conn: apsw.Connection, novel_id: str) -> str | None:
     return row["rev"] if row else None
 
 
-def sync_history(db: Database, repo: NovelRepository, novel_id: str, *, full: bool = False) -> int:
-    """Bring the novel's revision index up to its Git head; returns how many revisions
-    were added. Continues from the newest indexed head when that is still in the
-    head's history, otherwise (or when `full`) rebuilds the novel's index from Git."""
+@dataclass(frozen=True)
+class HistoryPlan:
+    """What the revision index lacks, read from Git: the revisions from `known` (the
+    newest indexed first-parent revision; None: rebuild the novel's rows) to `head`."""
+
+    known: str | None
+    head: str
+    entries: list[RevisionEntry]
+
+
+def plan_history(
+    db: Database, repo: NovelRepository, novel_id: str, *, full: bool = False
+) -> HistoryPlan:
+    """Read from Git what the novel's revision index lacks (all of it when `full`).
+
+    The long part of a rebuild, and safe without the novel's lock: `apply_history`,
+    under the lock, adds whatever the head gained meanwhile.
+    """
     head = repo.head()
     known = None if full else db.read_sync(last_mainline, novel_id)
     if known is not None and (not repo.has_commit(known) or not repo.is_ancestor(known, head)):
         known = None
-    if known == head:
+    entries = [] if known == head else describe_revisions(repo, known, head)
+    return HistoryPlan(known, head, entries)
+
+
+def apply_history(db: Database, repo: NovelRepository, novel_id: str, plan: HistoryPlan) -> int:
+    """Write a plan, with the revisions the head gained since it was read; returns how
+    many revisions it added. Call under the novel's lock, so no commit lands between
+    reading the head and writing the rows."""
+    head = repo.head()
+    entries = plan.entries
+    if head != plan.head:
+        if not repo.is_ancestor(plan.head, head):
+            return apply_history(db, repo, novel_id, plan_history(db, repo, novel_id, full=True))
+        entries = entries + describe_revisions(repo, plan.head, head)
+    if not entries:
         return 0
-    entries = describe_revisions(repo, known, head)
 
     def write(conn: apsw.Connection) -> None:
         if query_one(conn, "SELECT 1 FROM novel WHERE id = ?", (novel_id,)) is None:
             return
-        if known is None:
+        if plan.known is None:
             clear_history(conn, novel_id)
         record_revisions(conn, novel_id, entries)
 

@@ -80,8 +80,11 @@ def check_novels(db: Database, root: Path, *, force: bool = False) -> ReindexRep
             report.missing.append(row["id"])
             log.error("novel %s has no repository at %s", row["id"], root)
             continue
-        # Under the novel's lock: `admin reindex` may run beside a live server, whose
-        # commits must not land between reading Git and replacing the rows.
+        # Reading a long history takes minutes: done first, without the lock, so that
+        # `admin reindex` beside a live server does not hold up its syncs.
+        plan = history.plan_history(db, repo, row["id"], full=force)
+        # Under the novel's lock: a live server's commits must not land between reading
+        # Git and replacing the rows.
         with repo.lock(timeout=60.0):
             head = repo.head()
             if force or head != row["head"]:
@@ -90,6 +93,6 @@ def check_novels(db: Database, root: Path, *, force: bool = False) -> ReindexRep
                 if not force:
                     log.warning("novel %s: index was at %s, Git at %s; rebuilt from Git",
                                 row["id"], row["head"], head)  # fmt: skip
-            if history.sync_history(db, repo, row["id"], full=force):
+            if history.apply_history(db, repo, row["id"], plan):
                 report.histories.append(row["id"])
     return report

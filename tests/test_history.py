@@ -15,6 +15,7 @@ import pytest
 
 from server.config import Settings
 from server.state import DB, LIBRARY
+from storage.history import apply_history, plan_history
 from storage.reindex import check_novels
 from storage.repository import Author, NovelRepository
 from tests.conftest import Writer
@@ -515,3 +516,19 @@ async def test_an_old_revision_of_a_deleted_file_is_served_with_its_etag(ann: Wr
     )
     assert again.status == 304
     assert (await ann.client.get(url, headers=ann.headers)).status == 404
+
+
+async def test_a_rebuild_read_without_the_lock_keeps_commits_that_land_meanwhile(
+    ann: Writer, settings: Settings
+):
+    novel_id = await new_novel(ann)
+    path = (await add_chapter(ann, novel_id, "Race", "One."))["chapter"]["path"]
+    repo = NovelRepository.open(repo_path(settings, novel_id))
+    plan = plan_history(app_db(ann), repo, novel_id, full=True)
+    landed = await edit(ann, novel_id, path, "One.", "One. Two.")  # a live server's sync
+    with repo.lock():
+        added = apply_history(app_db(ann), repo, novel_id, plan)
+    assert added == 3
+    items = await whole_history(ann, novel_id)
+    assert [item["rev"] for item in items] == git_log(repo_path(settings, novel_id))
+    assert items[0]["rev"] == landed["head"]
