@@ -71,7 +71,9 @@ async def logout(call: Call) -> None:
     if principal.kind == "session":
         await call.db.write(accounts.delete_session, principal.user_id, principal.credential_id)
     else:
-        await call.db.write(accounts.delete_access_token, principal.user_id, principal.credential_id)
+        await call.db.write(
+            accounts.delete_access_token, principal.user_id, principal.credential_id
+        )
 
 
 async def me(call: Call) -> dict:
@@ -143,7 +145,10 @@ async def create_token(call: Call) -> dict:
 
 
 async def list_tokens(call: Call) -> dict:
-    return {"items": await call.db.read(accounts.list_access_tokens, call.user_id), "next_cursor": None}
+    return {
+        "items": await call.db.read(accounts.list_access_tokens, call.user_id),
+        "next_cursor": None,
+    }
 
 
 async def delete_token(call: Call) -> None:
@@ -151,9 +156,9 @@ async def delete_token(call: Call) -> None:
 
 
 ENDPOINTS = [
-    Endpoint("POST", "/api/v1/auth/signup", signup, "Create an account and its personal organization",
-             "accounts", body=m.SignupBody, response=m.AuthAnswer, status=201, auth="none",
-             errors=(409, 413, 415, 422)),
+    Endpoint("POST", "/api/v1/auth/signup", signup,
+             "Create an account and its personal organization", "accounts", body=m.SignupBody,
+             response=m.AuthAnswer, status=201, auth="none", errors=(409, 413, 415, 422)),
     Endpoint("POST", "/api/v1/auth/login", login, "Log in with email and password", "accounts",
              body=m.LoginBody, response=m.AuthAnswer, auth="none", errors=(401, 415, 422, 429)),
     Endpoint("POST", "/api/v1/auth/logout", logout, "End the calling session (or revoke the token)",

@@ -13,12 +13,21 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from server.ai import PROVIDERS, ChatMessage, CompletionRequest, ProviderError, adapter_for
 from server.ai.base import ProviderAdapter, StreamEvent, check_base_url
 from server.endpoints import Call, Endpoint
-from server.models import Strict
+from server.models import Strict, not_null
 from server.state import HTTP, SECRETS
 from storage import ai_providers
 from storage.ai_providers import Lease, NewProvider
@@ -33,34 +42,38 @@ ApiKey = Annotated[
 ]  # fmt: skip
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-TokenLimit = Annotated[int, Field(ge=0, le=2**53)]
+# JSON numbers and booleans are taken as they are: `false` is not 0, "5" is not 5.
+TokenLimit = Annotated[StrictInt, Field(ge=0, le=2**53)]
 
 
 class ProviderConfig(Strict):
     """Per-connection settings: where to send requests and how long to wait for them."""
 
     base_url: Annotated[str, Field(max_length=2000), AfterValidator(check_base_url)] | None = None
-    timeout_seconds: Annotated[float, Field(ge=1, le=600)] | None = None
+    timeout_seconds: Annotated[StrictFloat, Field(ge=1, le=600)] | None = None
 
 
 class ProviderBody(Strict):
     provider: ProviderName
     api_key: ApiKey | None = Field(default=None, description="never returned; see key_hint")
     key_label: Label | None = None
-    is_default: bool = False
+    is_default: StrictBool = False
     usage_limit: TokenLimit | None = Field(default=None, description="tokens; null: no limit")
     supported_models: Annotated[list[ModelName], Field(max_length=200)] = []
     provider_config: ProviderConfig = ProviderConfig()
 
 
 class ProviderPatch(Strict):
-    api_key: ApiKey | None = None
+    # Left out: unchanged. Null clears key_label and usage_limit and is refused elsewhere.
+    api_key: ApiKey | SkipJsonSchema[None] = not_null()
     key_label: Label | None = None
-    is_default: bool | None = None
+    is_default: StrictBool | SkipJsonSchema[None] = not_null()
     usage_limit: TokenLimit | None = None
-    supported_models: Annotated[list[ModelName], Field(max_length=200)] | None = None
-    provider_config: ProviderConfig | None = None
-    reset_usage: bool = Field(default=False, description="set current_usage back to 0")
+    supported_models: Annotated[list[ModelName], Field(max_length=200)] | SkipJsonSchema[None] = (
+        not_null()
+    )
+    provider_config: ProviderConfig | SkipJsonSchema[None] = not_null()
+    reset_usage: StrictBool = Field(default=False, description="set current_usage back to 0")
 
 
 class AiProvider(BaseModel):
@@ -95,8 +108,8 @@ class CompleteBody(Strict):
     provider_id: str | None = Field(default=None, description="default: your default connection")
     model: ModelName
     messages: Annotated[list[Message], Field(min_length=1, max_length=1000)]
-    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    stream: bool = Field(default=False, description="answer as text/event-stream")
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    stream: StrictBool = Field(default=False, description="answer as text/event-stream")
 
 
 class TokenUsage(BaseModel):
@@ -300,5 +313,7 @@ ENDPOINTS = [
              " stream: true the answer is text/event-stream: `delta` events {text}, then"
              " `done` {usage, usage_remaining} or `error` {error}",
              "ai", body=CompleteBody, response=CompletionAnswer,
-             errors=(404, 422, 429, 502, 504)),
+             errors=(404, 422, 429, 502, 504),
+             extra={"also_answers": {"text/event-stream": "with stream: true"},
+                    "events": ("delta", "done", "error")}),
 ]  # fmt: skip

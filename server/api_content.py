@@ -13,7 +13,7 @@ from server.state import LIBRARY
 from server.writing import edit_for, novel_for
 from storage import content_index
 from storage.access import Level
-from storage.errors import NotFound
+from storage.errors import Invalid, NotFound
 from storage.layout import check_path
 from sync import content
 from sync.content import CHAPTER, CHARACTER, LOCATION, Kind
@@ -43,6 +43,20 @@ def _fields(body: Any) -> dict[str, Any]:
     return body.model_dump(exclude={"content", "base_blob"}, exclude_unset=True)
 
 
+async def _check_parent(call: Call, novel_id: str, fields: dict[str, Any], own_id: str) -> None:
+    """A location's `parent` names another location of the same novel, or nothing."""
+    parent = fields.get("parent")
+    if parent is None:
+        return
+    row = await call.db.read(content_index.find_item, novel_id, LOCATION.name, parent)
+    if row is None or parent == own_id:
+        raise Invalid(
+            "parent must be the id of another location of this novel",
+            code="unknown_parent",
+            details={"parent": parent[:64]},
+        )
+
+
 def item_endpoints(
     kind: Kind, body_model, patch_model, answer_model, full_model, list_model
 ) -> list[Endpoint]:  # noqa: ANN001, E501
@@ -51,10 +65,12 @@ def item_endpoints(
     async def create(call: Call) -> dict:
         novel = await novel_for(call, Level.WRITE)
         name = getattr(call.body, kind.label)
+        fields = _fields(call.body)
+        await _check_parent(call, novel["id"], fields, own_id="")
         edit = await edit_for(call, f"Add {label} “{name}”")
         row, head = await content.create_item(
             call.db, call.request.app[LIBRARY], novel["id"], kind, edit,
-            _fields(call.body), call.body.content or "", limits(call),
+            fields, call.body.content or "", limits(call),
         )  # fmt: skip
         return {label: row, "head": head}
 
@@ -80,10 +96,12 @@ def item_endpoints(
     async def patch(call: Call) -> dict:
         novel = await novel_for(call, Level.WRITE)
         row = await _item(call, kind, novel["id"])
+        fields = _fields(call.body)
+        await _check_parent(call, novel["id"], fields, own_id=row["id"])
         edit = await edit_for(call, f"Edit {label} {row['path']}")
         updated, head = await content.update_item(
             call.db, call.request.app[LIBRARY], novel["id"], kind, row, edit,
-            _fields(call.body), call.body.content, call.body.base_blob, limits(call),
+            fields, call.body.content, call.body.base_blob, limits(call),
         )  # fmt: skip
         return {label: updated, "head": head}
 

@@ -31,7 +31,10 @@ async def get_org(call: Call) -> dict:
 async def update_org(call: Call) -> dict:
     def update(conn: apsw.Connection) -> dict:
         org, role = authorize_org(conn, call.principal, call.params["slug"], Level.ADMIN)
-        return {**orgs.update_organization(conn, org["id"], role, name=call.body.name), "role": role}
+        return {
+            **orgs.update_organization(conn, org["id"], role, name=call.body.name),
+            "role": role,
+        }
 
     return await call.db.write(update)
 

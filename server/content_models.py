@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Short = Annotated[str, Field(max_length=300)]
@@ -22,7 +22,7 @@ class Strict(BaseModel):
 class ChapterFields(Strict):
     """Front-matter fields a writer may set on create and change on update."""
 
-    number: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    number: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = None
     status: ChapterStatus | None = None
     summary: Long | None = None
     content: Body | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -11,9 +11,11 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$")]
@@ -22,6 +24,20 @@ Visibility = Literal["private", "public"]
 NovelStatus = Literal["draft", "in_progress", "completed", "published", "archived"]
 Limit = Annotated[int, Field(ge=1, le=200)]
 Cursor = Annotated[str, StringConstraints(max_length=200)]
+# Bodies take JSON numbers as they are (`false` is not 0, "5" is not 5); query
+# parameters stay lax because a query string is text by nature.
+WordCount = Annotated[StrictInt, Field(ge=0, le=100_000_000)]
+NovelTitle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def not_null() -> Any:
+    """A PATCH field that may be left out but not set to null: the model refuses null
+    (declare the type `T | SkipJsonSchema[None]`), and the document does not offer it."""
+    return Field(default=None, json_schema_extra=_without_default)
 
 
 def _aware(value: datetime) -> datetime:
@@ -102,9 +118,18 @@ class SessionContextBody(Strict):
     team_id: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
+def _scopes(scopes: list[str]) -> list[str]:
+    # Reads are never scope-checked, so a token that may write may read too.
+    return ["read", "write"] if "write" in scopes else ["read"]
+
+
 class TokenBody(Strict):
     name: Name
-    scopes: Annotated[list[Literal["read", "write"]], Field(min_length=1, max_length=2)]
+    scopes: Annotated[
+        list[Literal["read", "write"]],
+        Field(min_length=1, max_length=2, description='"write" implies "read"'),
+        AfterValidator(_scopes),
+    ]
     expires_at: Annotated[datetime, AfterValidator(_aware)] | None = None
 
 
@@ -195,23 +220,22 @@ class TeamList(BaseModel):
 
 
 class NovelBody(Strict):
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    title: NovelTitle
     org: Slug | None = None
     description: Annotated[str, Field(max_length=10_000)] | None = None
     genre: Annotated[str, Field(max_length=200)] | None = None
     status: NovelStatus | None = None
     visibility: Visibility | None = None
-    target_word_count: Annotated[int, Field(ge=0, le=100_000_000)] | None = None
+    target_word_count: WordCount | None = None
 
 
 class NovelPatch(Strict):
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)] | None = None
+    title: NovelTitle | SkipJsonSchema[None] = not_null()
     description: Annotated[str, Field(max_length=10_000)] | None = None
     genre: Annotated[str, Field(max_length=200)] | None = None
-    status: NovelStatus | None = None
-    visibility: Visibility | None = None
-    target_word_count: Annotated[int, Field(ge=0, le=100_000_000)] | None = None
-
+    status: NovelStatus | SkipJsonSchema[None] = not_null()
+    visibility: Visibility | SkipJsonSchema[None] = not_null()
+    target_word_count: WordCount | None = None
 
     @model_validator(mode="after")
     def _required_fields_are_not_null(self) -> NovelPatch:

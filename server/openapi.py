@@ -29,6 +29,26 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def _raw_schema(e: Endpoint, content_type: str) -> dict[str, Any]:
+    """A body that is not a model: text, or one Server-Sent Event of a stream (the event
+    name, one of `extra["events"]` when given, and its `data`, JSON text)."""
+    if content_type != "text/event-stream":
+        return {"type": "string"}
+    event: dict[str, Any] = {"type": "string"}
+    if "events" in e.extra:
+        event["enum"] = list(e.extra["events"])
+    return {
+        "type": "object",
+        "properties": {
+            "event": event,
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+        "required": ["data"],
+    }
+
+
 def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {Error}
     for e in endpoints:
@@ -69,15 +89,21 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
         if e.response is not None:
             success["content"] = {e.content_type: {"schema": _ref(e.response)}}
         elif e.content_type != "application/json":
-            success["content"] = {e.content_type: {"schema": {"type": "string"}}}
+            success["content"] = {e.content_type: {"schema": _raw_schema(e, e.content_type)}}
+        # Other forms of the same success, e.g. an event stream when the body asks for one.
+        for content_type, description in e.extra.get("also_answers", {}).items():
+            schema_of = {**_raw_schema(e, content_type), "description": description}
+            success.setdefault("content", {})[content_type] = {"schema": schema_of}
         operation["responses"][str(e.status)] = success
         statuses = set(e.errors)
         if e.body is not None:
             statuses |= {400, 413, 415, 422}
         if e.query is not None:
             statuses.add(422)
+        # An unknown, expired or revoked token is a 401 on every route, even on those
+        # that need none: a client should learn its token is dead, not be served anonymously.
+        statuses.add(401)
         if e.auth == "required":
-            statuses.add(401)
             operation["security"] = [{"bearer": []}]
         else:
             operation["security"] = [{"bearer": []}, {}]

@@ -20,9 +20,13 @@ def decode_cursor(cursor: str | None) -> Any:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return json.loads(raw.decode("utf-8"))
+        position = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise Invalid("the cursor is not one this server gave out", code="invalid_cursor") from None
+        position = None
+    # No cursor this server gives out encodes null: that one is forged, not "the first page".
+    if position is None:
+        raise Invalid("the cursor is not one this server gave out", code="invalid_cursor")
+    return position
 
 
 def decode_text_cursor(cursor: str | None) -> str | None:

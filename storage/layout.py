@@ -15,7 +15,7 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 
 
 def kind_of(path: str) -> str | None:
-    """"novel", "chapter", "character", "location", or None for a path outside the layout."""
+    """The path's kind: "novel", "chapter", "character", "location", or None outside the layout."""
     if path == NOVEL_FILE:
         return "novel"
     folder, _, name = path.partition("/")
@@ -31,6 +31,7 @@ def check_path(path: str) -> str:
     `..`, backslashes, control or non-ASCII characters (no look-alikes), nested folders,
     names not ending in `.md`, hidden files.
     """
+
     def refuse(reason: str) -> Invalid:
         return Invalid(
             f"{path!r} is not a file this novel can hold: {reason}",
