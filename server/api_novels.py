@@ -47,33 +47,25 @@ def _personal_org(conn: apsw.Connection, user_id: str) -> str:
     return org_id
 
 
-async def list_novels(call: Call) -> dict:
+def list_novels(conn: apsw.Connection, call: Call) -> dict:
     query: m.NovelListQuery = call.query
     before = decode_text_cursor(query.cursor)
     user_id = call.principal.user_id if call.principal else None
-
-    def load(conn: apsw.Connection) -> list[dict]:
-        org_id = None
-        if query.org is not None:
-            org = conn.execute(
-                "SELECT id FROM organization WHERE slug = ?", (query.org,)
-            ).fetchall()
-            if not org:
-                raise NotFound("organization not found")
-            org_id = org[0]["id"]
-        return novels.list_novels(
-            conn, user_id, organization_id=org_id, limit=query.limit + 1, before=before
-        )
-
-    return page(await call.db.read(load), query.limit)
+    org_id = None
+    if query.org is not None:
+        org = conn.execute("SELECT id FROM organization WHERE slug = ?", (query.org,)).fetchall()
+        if not org:
+            raise NotFound("organization not found")
+        org_id = org[0]["id"]
+    rows = novels.list_novels(
+        conn, user_id, organization_id=org_id, limit=query.limit + 1, before=before
+    )
+    return page(rows, query.limit)
 
 
-async def get_novel(call: Call) -> dict:
-    def load(conn: apsw.Connection) -> dict:
-        authorize_novel(conn, call.principal, call.params["novel_id"], Level.READ)
-        return novels.get_novel(conn, call.params["novel_id"])
-
-    return await call.db.read(load)
+def get_novel(conn: apsw.Connection, call: Call) -> dict:
+    authorize_novel(conn, call.principal, call.params["novel_id"], Level.READ)
+    return novels.get_novel(conn, call.params["novel_id"])
 
 
 async def update_novel(call: Call) -> dict:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from server.endpoints import PRINCIPAL, json_response
+from server.caller import bearer_credential, identify, touch_if_due
+from server.endpoints import CREDENTIAL, PRINCIPAL, json_response
 from server.state import DB, SETTINGS
-from storage import accounts
-from storage.errors import OpenWriteError, Unauthorized
-from storage.ids import parse_time
+from storage.errors import OpenWriteError
 
 log = logging.getLogger("openwrite.http")
 
@@ -94,50 +91,22 @@ async def cors(request: web.Request, handler) -> web.StreamResponse:  # noqa: AN
     return response
 
 
-class BadCredentials(Unauthorized):
-    code = "invalid_token"
-
-    def __init__(self, message: str, challenge: str):
-        super().__init__(message)
-        self.challenge = challenge
-
-
-def bearer_credential(request: web.Request) -> tuple[str | None, str]:
-    """The token in `Authorization` (Bearer, or Basic with the token as password) and the scheme."""
-    header = request.headers.get("Authorization")
-    if not header:
-        return None, ""
-    scheme, _, value = header.partition(" ")
-    scheme = scheme.lower()
-    if scheme == "bearer":
-        return value.strip(), "bearer"
-    if scheme == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return "", "basic"
-        return decoded.partition(":")[2], "basic"
-    return "", scheme
-
-
-_TOUCH_EVERY = timedelta(minutes=5)
-
-
 @web.middleware
 async def authenticate(request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
-    """Resolve the token once; an unknown or expired token is a 401 on every route."""
-    token, scheme = bearer_credential(request)
-    request[PRINCIPAL] = None
-    if token is not None:
-        challenge = 'Basic realm="openwrite"' if scheme == "basic" else 'Bearer realm="openwrite"'
-        if not token or len(token) > 200:
-            raise BadCredentials("the credentials are malformed", challenge)
+    """Resolve the token before the handler runs; an unknown or expired token is a 401 on
+    every route.
+
+    Endpoints whose handler is one read (see `bind`) resolve it themselves, inside that
+    read: the same checks, one thread hop instead of two.
+    """
+    credential = bearer_credential(request)
+    if credential is None:
+        request[PRINCIPAL] = None
+    elif getattr(request.match_info.handler, "identifies_caller", False):
+        request[CREDENTIAL] = credential
+    else:
         db = request.app[DB]
-        resolved = await db.read(accounts.resolve_token, token)
-        if resolved is None:
-            raise BadCredentials("the token is unknown, revoked or expired", challenge)
+        resolved = await db.read(identify, credential)
+        await touch_if_due(db, resolved)
         request[PRINCIPAL] = resolved.principal
-        last = resolved.last_used_at
-        if last is None or parse_time(last) < datetime.now(UTC) - _TOUCH_EVERY:
-            await db.write(accounts.touch_credential, resolved.principal)
     return await handler(request)

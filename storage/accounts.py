@@ -123,9 +123,12 @@ def list_sessions(conn: apsw.Connection, user_id: str) -> list[Row]:
 
 
 def delete_session(conn: apsw.Connection, user_id: str, session_id: str) -> None:
-    if conn.execute(
-        "DELETE FROM session WHERE id = ? AND user_id = ? RETURNING id", (session_id, user_id)
-    ).fetchall() == []:
+    if (
+        conn.execute(
+            "DELETE FROM session WHERE id = ? AND user_id = ? RETURNING id", (session_id, user_id)
+        ).fetchall()
+        == []
+    ):
         raise NotFound("session not found")
 
 
@@ -189,10 +192,13 @@ def list_access_tokens(conn: apsw.Connection, user_id: str) -> list[Row]:
 
 
 def delete_access_token(conn: apsw.Connection, user_id: str, token_id: str) -> None:
-    if conn.execute(
-        "DELETE FROM personal_access_token WHERE id = ? AND user_id = ? RETURNING id",
-        (token_id, user_id),
-    ).fetchall() == []:
+    if (
+        conn.execute(
+            "DELETE FROM personal_access_token WHERE id = ? AND user_id = ? RETURNING id",
+            (token_id, user_id),
+        ).fetchall()
+        == []
+    ):
         raise NotFound("token not found")
 
 

@@ -82,6 +82,27 @@ def test_created_novel_has_one_commit_with_its_files_on_main(novel: NovelReposit
     assert_fsck_clean(novel.path)
 
 
+def test_a_new_repository_carries_every_setting_and_logs_its_first_head(
+    novel: NovelRepository,
+) -> None:
+    expected = {
+        "core.logallrefupdates": "true",
+        "core.fsync": "committed,derived-metadata",
+        "receive.denynonfastforwards": "true",
+        "receive.denydeletes": "true",
+        "http.receivepack": "false",
+        "gc.auto": "0",
+        "user.name": "OpenWrite",
+        "user.email": "server@openwrite.local",
+        "core.bare": "true",
+    }
+    for key, value in expected.items():
+        assert git(novel.path, "config", "--get", key).stdout.strip() == value, key
+    # libgit2 read them too: logAllRefUpdates made it keep a reflog of the bare repository.
+    reflog = (novel.path / "logs" / "refs" / "heads" / "main").read_text()
+    assert reflog.endswith("\topenwrite: create\n")
+
+
 def test_commits_record_the_writer_as_author_and_the_server_as_committer(
     novel: NovelRepository,
 ) -> None:

@@ -1,11 +1,14 @@
 """Benchmark the API: authenticated `GET /api/v1/novels` and `POST /api/v1/novels` per second
 against one server process, next to a bare aiohttp handler answering the same JSON (the ceiling).
 
-    python scripts/bench/api.py [--clients 32] [--duration 5] [--novels 20] [--write-docs]
+    python scripts/bench/api.py [--clients 32] [--duration 5] [--rounds 5] [--novels 20]
+                                [--write-docs]
 
 Both servers run as subprocesses on loopback; the load comes from this process (one
 aiohttp ClientSession, `--clients` concurrent workers), so on a small machine the client
 competes with the server for CPU: the figures are a floor, and the ratio is the fair number.
+The ceiling and the reads are measured in alternating rounds (`--duration` seconds each in
+all), so that other work on the machine weighs on both alike.
 """
 
 from __future__ import annotations
@@ -75,9 +78,11 @@ async def load(
     max_requests: int,
     pid: int | None,
     body: bool = False,
+    run: Run | None = None,
 ) -> Run:
-    """`clients` workers send requests until `duration` seconds or `max_requests` pass."""
-    run = Run(name)
+    """`clients` workers send requests until `duration` seconds or `max_requests` pass;
+    counted into `run` when given (one more round of it)."""
+    run = run if run is not None else Run(name)
     sent = 0
     loop = asyncio.get_running_loop()
     stop = loop.time() + duration
@@ -99,9 +104,11 @@ async def load(
     cpu_before = cpu_seconds(pid) if pid else None
     began = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(clients)))
-    run.seconds = time.perf_counter() - began
+    seconds = time.perf_counter() - began
     if pid and cpu_before is not None:
-        run.server_cpu = (cpu_seconds(pid) - cpu_before) / run.seconds
+        cpu = cpu_seconds(pid) - cpu_before + (run.server_cpu or 0.0) * run.seconds
+        run.server_cpu = cpu / (run.seconds + seconds)
+    run.seconds += seconds
     return run
 
 
@@ -151,21 +158,20 @@ async def benchmark(args: argparse.Namespace, server: ServerProcess, work: Path)
         body_file.write_bytes(listing)
         bare, bare_url = start_bare(body_file, work / "bare.log")
         try:
-            common = {
-                "clients": args.clients,
-                "duration": args.duration,
-                "max_requests": args.max_requests,
-            }
-            runs = []
-            for name, url, pid, auth in (
-                ("bare aiohttp handler (ceiling)", bare_url + "/api/v1/novels", bare.pid, {}),
-                ("GET /api/v1/novels (session)", novels_url, server.process.pid, headers),
-            ):
+            targets = [
+                (Run("bare aiohttp handler (ceiling)"), bare_url + "/api/v1/novels", bare.pid, {}),
+                (Run("GET /api/v1/novels (session)"), novels_url, server.process.pid, headers),
+            ]
+            for _, url, _, auth in targets:
                 await load(session, "warm-up", "GET", url, headers=auth, expect=200,
                            clients=args.clients, duration=1, max_requests=args.max_requests,
                            pid=None)  # fmt: skip
-                runs.append(await load(session, name, "GET", url, headers=auth, expect=200,
-                                       pid=pid, **common))  # fmt: skip
+            for round_ in range(args.rounds):
+                for run, url, pid, auth in targets[:: 1 if round_ % 2 == 0 else -1]:
+                    await load(session, run.name, "GET", url, headers=auth, expect=200,
+                               clients=args.clients, duration=args.duration / args.rounds,
+                               max_requests=args.max_requests, pid=pid, run=run)  # fmt: skip
+            runs = [run for run, _, _, _ in targets]
             runs.append(
                 await load(
                     session,
@@ -174,10 +180,12 @@ async def benchmark(args: argparse.Namespace, server: ServerProcess, work: Path)
                     server.url + "/api/v1/novels",
                     headers=headers,
                     expect=201,
+                    clients=args.clients,
+                    duration=args.duration,
+                    max_requests=args.max_requests,
                     pid=server.process.pid,
                     body=True,
-                    **common,
-                )  # fmt: skip
+                )
             )
         finally:
             bare.terminate()
@@ -193,7 +201,8 @@ def report(args: argparse.Namespace, runs: list[Run]) -> str:
     verdict = "met" if reads.rate >= GOAL_READS and ratio >= GOAL_RATIO else "missed"
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `python scripts/bench/api.py "
-        f"--clients {args.clients} --duration {args.duration} --novels {args.novels}`",
+        f"--clients {args.clients} --duration {args.duration} --rounds {args.rounds}"
+        f" --novels {args.novels}`",
         "",
         f"Machine: {facts['nproc']} CPUs (`nproc`), {facts['cpu']}; Python {facts['python']},"
         f" aiohttp {facts['aiohttp']}; load average {facts['load']} when the report was"
@@ -222,6 +231,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (5)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating rounds of ceiling and reads (5)"
+    )
     parser.add_argument("--max-requests", type=int, default=200_000, help="cap per measurement")
     parser.add_argument("--novels", type=int, default=20, help="novels in the listed org (20)")
     parser.add_argument(

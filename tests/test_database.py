@@ -1,0 +1,79 @@
+"""The SQLite handle: rows as dicts, reads on reader threads, writes on the writer thread,
+and what a caller sees when a call fails, is abandoned, or outlives the database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+from storage.db import Database, open_database, query, query_one
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    db = open_database(tmp_path / "openwrite.db", readers=1)
+    db.write_sync(lambda conn: conn.execute("CREATE TABLE shelf (id INTEGER, title TEXT)"))
+    yield db
+    db.close()
+
+
+def test_rows_come_back_as_dicts_named_by_their_columns(db: Database):
+    db.write_sync(
+        lambda conn: conn.execute("INSERT INTO shelf VALUES (1, 'Dune'), (2, 'Emma'), (3, NULL)")
+    )
+    rows = db.read_sync(query, "SELECT id AS n, title FROM shelf ORDER BY id DESC")
+    assert rows == [{"n": 3, "title": None}, {"n": 2, "title": "Emma"}, {"n": 1, "title": "Dune"}]
+    assert db.read_sync(query, "SELECT * FROM shelf WHERE id > ?", (9,)) == []
+    assert db.read_sync(query_one, "SELECT title FROM shelf WHERE id = 2") == {"title": "Emma"}
+    # Other cursors of the connection still get dicts from its row tracer.
+    assert db.read_sync(lambda conn: conn.execute("SELECT 1 AS one").fetchall()) == [{"one": 1}]
+
+
+async def test_reads_and_writes_run_on_their_own_threads_and_raise_to_the_caller(db: Database):
+    assert (await db.read(lambda conn: threading.current_thread().name)).startswith("sqlite-read")
+    assert await db.write(lambda conn: threading.current_thread().name) == "sqlite-write_0"
+
+    def insert_then_fail(conn: apsw.Connection) -> None:
+        conn.execute("INSERT INTO shelf VALUES (1, 'Dune')")
+        raise LookupError("refused")
+
+    with pytest.raises(LookupError, match="refused"):
+        await db.write(insert_then_fail)
+    assert await db.read(query, "SELECT * FROM shelf") == []
+    with pytest.raises(apsw.SQLError):
+        await db.read(query, "SELECT * FROM no_such_table")
+
+
+async def test_a_read_abandoned_before_it_started_never_runs(db: Database):
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def hold(conn: apsw.Connection) -> str:
+        started.set()
+        release.wait()
+        return "held"
+
+    holding = asyncio.ensure_future(db.read(hold))  # the only reader thread is busy
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    abandoned = asyncio.ensure_future(db.read(lambda conn: ran.append(True)))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    release.set()
+    assert await holding == "held"
+    assert await db.read(lambda conn: "after") == "after"
+    assert abandoned.cancelled() and ran == []
+
+
+async def test_closing_finishes_queued_reads_and_refuses_new_ones(tmp_path: Path):
+    db = open_database(tmp_path / "openwrite.db", readers=1)
+    queued = [asyncio.ensure_future(db.read(lambda conn, n=n: n)) for n in range(5)]
+    await asyncio.sleep(0)
+    db.close()
+    assert await asyncio.gather(*queued) == [0, 1, 2, 3, 4]
+    with pytest.raises(RuntimeError):
+        await db.read(lambda conn: None)
+    db.close()
