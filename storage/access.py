@@ -22,7 +22,12 @@ class Level(IntEnum):
     ADMIN = 3
 
 
-ROLE_LEVEL = {"owner": Level.ADMIN, "admin": Level.ADMIN, "member": Level.WRITE, "viewer": Level.READ}
+ROLE_LEVEL = {
+    "owner": Level.ADMIN,
+    "admin": Level.ADMIN,
+    "member": Level.WRITE,
+    "viewer": Level.READ,
+}
 
 
 @dataclass(frozen=True)

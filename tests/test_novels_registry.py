@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
