@@ -22,7 +22,7 @@ from server import (
 from server.config import Settings
 from server.endpoints import Call, Endpoint, bind, json_response
 from server.events import EventHub
-from server.middleware import authenticate, cors, errors
+from server.middleware import authenticate, cors, cors_headers, errors
 from server.models import Health
 from server.openapi import build_openapi
 from server.state import DB, EVENTS, HTTP, LIBRARY, SECRETS, SETTINGS
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = build_openapi(endpoints, version=server_version())
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, bind(endpoint))
+    app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_storage)
     return app
 

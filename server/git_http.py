@@ -20,7 +20,6 @@ from aiohttp import web
 from pydantic import BaseModel, StringConstraints
 
 from server.endpoints import Call, Endpoint, UnsupportedMediaType
-from server.middleware import CORS_EXPOSED_HEADERS
 from server.state import LIBRARY, SETTINGS
 from storage.access import Level, authorize_novel
 from storage.errors import Forbidden, NotFound, OpenWriteError, TooLarge, Unauthorized
@@ -269,7 +268,6 @@ class _Exchange:
                     headers={
                         "Content-Type": _content_type(body_limit),
                         **NO_CACHE,
-                        **_cors_headers(self.request),
                     }
                 )
                 await response.prepare(self.request)
@@ -389,19 +387,6 @@ def _inflated(inflate: zlib._Decompress | None, data: bytes) -> Iterator[bytes]:
         if piece:
             yield piece
         data = inflate.unconsumed_tail
-
-
-def _cors_headers(request: web.Request) -> dict[str, str]:
-    """The `cors` middleware's answer headers, which it cannot add itself to an answer whose
-    headers went out before the handler returned (a streamed one)."""
-    origin = request.headers.get("Origin")
-    if origin is None or origin.rstrip("/") not in request.app[SETTINGS].cors_origins:
-        return {}
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Expose-Headers": CORS_EXPOSED_HEADERS,
-        "Vary": "Origin",
-    }
 
 
 def _content_type(body_limit: int | None) -> str:

@@ -67,28 +67,41 @@ CORS_EXPOSED_HEADERS = "ETag, Location, Retry-After, WWW-Authenticate"
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is None or origin.rstrip("/") not in request.app[SETTINGS].cors_origins:
+        return None
+    return origin
+
+
 @web.middleware
 async def cors(request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
-    origin = request.headers.get("Origin")
-    allowed = origin is not None and origin.rstrip("/") in request.app[SETTINGS].cors_origins
-    if not allowed:
+    """Answer a preflight from an allowed origin; `cors_headers` marks every answer."""
+    origin = _allowed_origin(request)
+    if origin is None or not (
+        request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+    ):
         return await handler(request)
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        return web.Response(
-            status=204,
-            headers={
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": CORS_METHODS,
-                "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS,
-                "Access-Control-Max-Age": "600",
-                "Vary": "Origin",
-            },
-        )
-    response = await handler(request)
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS,
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: the CORS answer headers, added just before the headers go
+    out, so streamed answers (events, AI streams, Git packs) carry them too."""
+    origin = _allowed_origin(request)
+    if origin is None:
+        return
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
-    response.headers.add("Vary", "Origin")
-    return response
+    if "Origin" not in response.headers.getall("Vary", []):
+        response.headers.add("Vary", "Origin")
 
 
 @web.middleware

@@ -258,6 +258,16 @@ async def test_answers_to_an_allowed_origin_carry_cors_headers_even_for_errors(a
     assert status_by_call == {True: 200, False: 401}
 
 
+async def test_a_streamed_answer_to_an_allowed_origin_carries_cors_headers(ann: Writer):
+    """The event stream's headers go out before its handler returns."""
+    headers = {**ann.headers, "Origin": ALLOWED_ORIGIN}
+    async with ann.client.get("/api/v1/events", headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+        assert "Origin" in response.headers.getall("Vary")
+        assert await response.content.readline() == b": connected\n"
+
+
 async def test_a_disallowed_origin_gets_no_cors_headers(ann: Writer):
     for origin in ("https://evil.example", "null", ALLOWED_ORIGIN + ".evil.example"):
         preflight = await ann.client.options(
