@@ -134,25 +134,23 @@ def record_revisions(
     )
     total = last["total_words"] if last else 0
     for entry in entries:
-        if query_one(
-            conn, "SELECT 1 FROM revision WHERE novel_id = ? AND rev = ?", (novel_id, entry.rev)
-        ):
-            continue
-        row_total = None
-        if entry.mainline:
-            total += sum(change.chapter_delta for change in entry.changes)
-            row_total = total
+        delta = sum(change.chapter_delta for change in entry.changes) if entry.mainline else 0
         conn.execute(
             "INSERT INTO revision (novel_id, rev, parents, author_id, author_name, author_email,"
             " device_id, message, time, mainline, words_added, words_removed, total_words)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (novel_id, rev) DO NOTHING",
             (
                 novel_id, entry.rev, json.dumps(list(entry.parents)), entry.author_id,
                 entry.author_name, entry.author_email, entry.device_id, entry.message,
                 entry.time, int(entry.mainline), sum(c.words_added for c in entry.changes),
-                sum(c.words_removed for c in entry.changes), row_total,
+                sum(c.words_removed for c in entry.changes),
+                total + delta if entry.mainline else None,
             ),
         )  # fmt: skip
+        if conn.changes() == 0:
+            continue  # already indexed
+        total += delta
         seq = conn.last_insert_rowid()
         conn.executemany(
             "INSERT INTO revision_path (novel_id, seq, path, old_path, change, words_added,"
