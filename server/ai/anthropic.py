@@ -61,14 +61,10 @@ class AnthropicAdapter(ProviderAdapter):
             for block in blocks
             if isinstance(block, dict) and block.get("type") == "text"
         )
-        usage = _usage(data.get("usage") or {}) or self.estimated_usage(request, text)
-        return Completion(
-            text=text,
-            model=data.get("model") or request.model,
-            usage=usage,
-            raw=data,
-            stop_reason=data.get("stop_reason"),
-        )
+        return self.completion(
+            request, data, text=text, usage=_usage(data.get("usage") or {}),
+            model=data.get("model"), stop_reason=data.get("stop_reason"),
+        )  # fmt: skip
 
     async def parse_stream(
         self, events: AsyncIterator[SseEvent], request: CompletionRequest

@@ -286,6 +286,26 @@ class ProviderAdapter(ABC):
         )
         return prompt + self.max_tokens_for(request)
 
+    def completion(
+        self,
+        request: CompletionRequest,
+        data: dict[str, Any],
+        *,
+        text: str,
+        usage: Usage | None,
+        model: Any,
+        stop_reason: Any,
+    ) -> Completion:
+        """A parsed answer: the model asked for when the provider names none, and an
+        estimate when it reports no usage, so the call is still counted."""
+        return Completion(
+            text=text,
+            model=model or request.model,
+            usage=usage or self.estimated_usage(request, text),
+            raw=data,
+            stop_reason=stop_reason,
+        )
+
     def estimated_usage(self, request: CompletionRequest, text: str) -> Usage:
         """Usage when the provider reported none, so the call is still counted."""
         prompt = self.estimate_tokens(request) - self.max_tokens_for(request)

@@ -48,14 +48,10 @@ class CohereAdapter(ProviderAdapter):
             for block in blocks
             if isinstance(block, dict) and isinstance(block.get("text"), str)
         )
-        usage = _usage(data.get("usage")) or self.estimated_usage(request, text)
-        return Completion(
-            text=text,
-            model=data.get("model") or request.model,
-            usage=usage,
-            raw=data,
-            stop_reason=data.get("finish_reason"),
-        )
+        return self.completion(
+            request, data, text=text, usage=_usage(data.get("usage")),
+            model=data.get("model"), stop_reason=data.get("finish_reason"),
+        )  # fmt: skip
 
     async def parse_stream(
         self, events: AsyncIterator[SseEvent], request: CompletionRequest

@@ -67,14 +67,10 @@ class GeminiAdapter(ProviderAdapter):
         _raise_if_blocked(data)
         candidate = dig(data, "candidates", 0, kind=dict)
         text = _text(candidate)
-        usage = _usage(data) or self.estimated_usage(request, text)
-        return Completion(
-            text=text,
-            model=data.get("modelVersion") or request.model,
-            usage=usage,
-            raw=data,
-            stop_reason=candidate.get("finishReason"),
-        )
+        return self.completion(
+            request, data, text=text, usage=_usage(data),
+            model=data.get("modelVersion"), stop_reason=candidate.get("finishReason"),
+        )  # fmt: skip
 
     async def parse_stream(
         self, events: AsyncIterator[SseEvent], request: CompletionRequest

@@ -66,14 +66,10 @@ class OpenAICompatibleAdapter(ProviderAdapter):
         if text is not None and not isinstance(text, str):
             raise bad_response("The provider's answer text is not a string.")
         text = text or ""
-        usage = _usage(data) or self.estimated_usage(request, text)
-        return Completion(
-            text=text,
-            model=data.get("model") or request.model,
-            usage=usage,
-            raw=data,
-            stop_reason=choice.get("finish_reason"),
-        )
+        return self.completion(
+            request, data, text=text, usage=_usage(data),
+            model=data.get("model"), stop_reason=choice.get("finish_reason"),
+        )  # fmt: skip
 
     async def parse_stream(
         self, events: AsyncIterator[SseEvent], request: CompletionRequest
