@@ -62,6 +62,13 @@ def query(conn: apsw.Connection, sql: str, params: Any = ()) -> list[Row]:
     return [dict(zip(names, row, strict=False)) for row in cursor]
 
 
+def tuples(conn: apsw.Connection, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+    """All rows of `sql` as plain tuples, for code that unpacks them by position."""
+    cursor = conn.cursor()
+    cursor.row_trace = None
+    return list(cursor.execute(sql, params))
+
+
 def query_one(conn: apsw.Connection, sql: str, params: Any = ()) -> Row | None:
     """The first row of `sql` as a dict, or None."""
     for row in conn.execute(sql, params):

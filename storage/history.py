@@ -14,7 +14,7 @@ from typing import Any
 import apsw
 
 from storage.content_index import body_words, read_document
-from storage.db import Database, query, query_one
+from storage.db import Database, query, query_one, tuples
 from storage.diff import diff_texts, word_changes
 from storage.errors import Invalid
 from storage.layout import kind_of
@@ -137,15 +137,15 @@ def record_revisions(
         delta = sum(change.chapter_delta for change in entry.changes) if entry.mainline else 0
         conn.execute(
             "INSERT INTO revision (novel_id, rev, parents, author_id, author_name, author_email,"
-            " device_id, message, time, mainline, words_added, words_removed, total_words)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " device_id, message, time, mainline, words_added, words_removed, total_words,"
+            " item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (novel_id, rev) DO NOTHING",
             (
                 novel_id, entry.rev, json.dumps(list(entry.parents)), entry.author_id,
                 entry.author_name, entry.author_email, entry.device_id, entry.message,
                 entry.time, int(entry.mainline), sum(c.words_added for c in entry.changes),
                 sum(c.words_removed for c in entry.changes),
-                total + delta if entry.mainline else None,
+                total + delta if entry.mainline else None, revision_item(entry),
             ),
         )  # fmt: skip
         if conn.changes() == 0:
@@ -163,6 +163,32 @@ def record_revisions(
                 for c in entry.changes
             ],
         )  # fmt: skip
+
+
+def revision_item(entry: RevisionEntry) -> str:
+    """The revision as `GET /history` shows it (a `RevisionItem`), as JSON: stored with the
+    revision, which never changes, so pages are read as text."""
+    changes = sorted(entry.changes, key=lambda c: c.path)
+    return json.dumps(
+        {
+            "rev": entry.rev,
+            "parents": list(entry.parents),
+            "author": {"id": entry.author_id, "name": entry.author_name},
+            "device_id": entry.device_id,
+            "message": entry.message,
+            "time": entry.time,
+            "paths": [c.path for c in changes],
+            "words_added": sum(c.words_added for c in changes),
+            "words_removed": sum(c.words_removed for c in changes),
+            "changes": [
+                {"path": c.path, "old_path": c.old_path, "change": c.change,
+                 "words_added": c.words_added, "words_removed": c.words_removed}
+                for c in changes
+            ],
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )  # fmt: skip
 
 
 def clear_history(conn: apsw.Connection, novel_id: str) -> None:
@@ -231,11 +257,6 @@ def apply_history(db: Database, repo: NovelRepository, novel_id: str, plan: Hist
 
 # -- reading -------------------------------------------------------------------------
 
-_REVISION_COLUMNS = (
-    "r.seq, r.rev, r.parents, r.author_id, r.author_name, r.device_id, r.message, r.time,"
-    " r.words_added, r.words_removed"
-)
-
 
 @dataclass(frozen=True)
 class HistoryPosition:
@@ -254,96 +275,81 @@ def history_page(
     limit: int,
     after: HistoryPosition | None,
 ) -> tuple[list[dict[str, Any]], HistoryPosition | None]:
-    """A page of revisions, newest first, and the position of the next page (None: no more).
+    """`history_page_json`, its items decoded."""
+    items, following = history_page_json(conn, novel_id, path=path, limit=limit, after=after)
+    return json.loads(items), following
+
+
+def history_page_json(
+    conn: apsw.Connection,
+    novel_id: str,
+    *,
+    path: str | None,
+    limit: int,
+    after: HistoryPosition | None,
+) -> tuple[str, HistoryPosition | None]:
+    """A page of revisions, newest first, as a JSON array, and the position of the next
+    page (None: no more).
 
     With `path`, the revisions that touched that file, and before a rename the ones that
     touched its earlier name, as `git log --follow` does. Revisions are numbered in the
     order they were recorded, so a page boundary holds still while new commits arrive.
+    Each revision's JSON is stored with it (`revision_item`): a page is one query, most
+    often, and the items are joined as text.
     """
     following, before = (after.path, after.seq) if after else (path, None)
-    rows: list[dict[str, Any]] = []
+    items: list[str] = []
+    seqs: list[int] = []
     positions: list[HistoryPosition] = []
-    while len(rows) <= limit:
-        wanted = limit + 1 - len(rows)
+    while len(seqs) <= limit:
+        wanted = limit + 1 - len(seqs)
         batch = _revisions_before(conn, novel_id, following, before, wanted)
         renamed = False
-        for row in batch:
-            old_path = row.pop("followed_from", None)
-            if rows and rows[-1]["seq"] == row["seq"]:
+        for seq, old_path, item in batch:
+            if seqs and seqs[-1] == seq:
                 continue  # the file was renamed away and another took its name at once
-            rows.append(row)
-            before = row["seq"]
+            seqs.append(seq)
+            items.append(item)
+            before = seq
             if following is not None and old_path is not None:
                 following, renamed = old_path, True
-            positions.append(HistoryPosition(row["seq"], following))
+            positions.append(HistoryPosition(seq, following))
             if renamed:
                 break
         if not renamed and len(batch) < wanted:
             break
-    more = len(rows) > limit
-    page = rows[:limit]
-    _attach_changes(conn, novel_id, page)
-    return [_revision_item(row) for row in page], positions[limit - 1] if more else None
+    more = len(seqs) > limit
+    return "[" + ",".join(items[:limit]) + "]", positions[limit - 1] if more else None
 
 
 def _revisions_before(
     conn: apsw.Connection, novel_id: str, path: str | None, before: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """Up to `limit` revisions below `before`, newest first; with `path`, those that
-    touched it, `followed_from` naming its earlier name where one renamed it here."""
-    below = (before if before is not None else 1 << 62,)
+) -> list[tuple[int, str | None, str]]:
+    """Up to `limit` revisions below `before`, newest first, as (seq, the file's earlier
+    name where this revision renamed it here, the stored item); with `path`, those that
+    touched it."""
+    below = before if before is not None else 1 << 62
     if path is None:
-        return query(
+        return tuples(
             conn,
-            f"SELECT {_REVISION_COLUMNS} FROM revision r"
-            " WHERE r.novel_id = ? AND r.seq < ? ORDER BY r.seq DESC LIMIT ?",
-            (novel_id, *below, limit),
+            "SELECT seq, NULL, item FROM revision WHERE novel_id = ? AND seq < ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (novel_id, below, limit),
         )
     # Both ends of a rename touched the file: its new name (the rename row's `path`) and
     # its old one (`old_path`). Each side reads a short run from its own index.
-    return query(
+    return tuples(
         conn,
-        f"SELECT {_REVISION_COLUMNS}, touched.followed_from FROM ("
+        "SELECT touched.seq, touched.followed_from, r.item FROM ("
         " SELECT * FROM (SELECT seq, old_path AS followed_from FROM revision_path"
         "  WHERE novel_id = ? AND path = ? AND seq < ? ORDER BY seq DESC LIMIT ?)"
         " UNION ALL"
         " SELECT * FROM (SELECT seq, NULL AS followed_from FROM revision_path"
         "  WHERE novel_id = ? AND old_path = ? AND seq < ? ORDER BY seq DESC LIMIT ?)"
         ") AS touched JOIN revision r ON r.seq = touched.seq"
-        " ORDER BY r.seq DESC LIMIT ?",
-        (novel_id, path, *below, limit, novel_id, path, *below, limit, limit),
+        " ORDER BY touched.seq DESC LIMIT ?",
+        (novel_id, path, below, limit, novel_id, path, below, limit, limit),
     )
-
-
-def _attach_changes(conn: apsw.Connection, novel_id: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    by_seq = {row["seq"]: row for row in rows}
-    for row in rows:
-        row["changes"] = []
-    marks = ", ".join("?" for _ in by_seq)
-    for change in query(
-        conn,
-        "SELECT seq, path, old_path, change, words_added, words_removed FROM revision_path"
-        f" WHERE novel_id = ? AND seq IN ({marks}) ORDER BY seq, path",
-        (novel_id, *by_seq),
-    ):
-        by_seq[change.pop("seq")]["changes"].append(change)
-
-
-def _revision_item(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "rev": row["rev"],
-        "parents": json.loads(row["parents"]),
-        "author": {"id": row["author_id"], "name": row["author_name"]},
-        "device_id": row["device_id"],
-        "message": row["message"],
-        "time": row["time"],
-        "paths": [change["path"] for change in row["changes"]],
-        "words_added": row["words_added"],
-        "words_removed": row["words_removed"],
-        "changes": row["changes"],
-    }
 
 
 def writing_stats(conn: apsw.Connection, novel_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from server.config import Settings
+from server.history_models import HistoryPage
 from server.state import DB, LIBRARY
 from storage.history import apply_history, plan_history
 from storage.reindex import check_novels
@@ -66,6 +67,8 @@ async def history(writer: Writer, novel_id: str, **params: Any) -> dict[str, Any
         "GET", f"/api/v1/novels/{novel_id}/history", params={k: str(v) for k, v in params.items()}
     )
     assert status == 200, page
+    # SQLite writes the page (no pydantic on the way out): it must be the model exactly.
+    assert HistoryPage.model_validate(page, strict=True).model_dump(mode="json") == page
     return page
 
 

@@ -3,12 +3,14 @@ migrating an up-to-date database changes nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import apsw
 
 from storage.db import connect, migrate, migrations, open_database, query, schema_version
+from storage.history import PathChange, RevisionEntry, revision_item
 from tests.db_snapshot import table_rows
 
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
@@ -118,3 +120,63 @@ def test_migrating_an_up_to_date_database_again_changes_nothing(tmp_path: Path):
     conn = connect(path)
     assert schema_of(conn) == schema and schema_version(conn) == latest()
     conn.close()
+
+
+def test_revisions_indexed_before_version_5_get_the_item_the_server_now_writes(tmp_path: Path):
+    """Migration 5 writes, in SQL, the JSON that `revision_item` writes for new revisions:
+    pages mixing old and new revisions look alike."""
+    entries = [
+        RevisionEntry(
+            rev="a" * 40, parents=(), author_id="u1", author_name="Ann", author_email="a@x",
+            device_id=None, message="Start the novel", time="2026-01-01T00:00:00Z",
+            mainline=True, changes=(
+                PathChange("added", "novel.md", None, 3, 0, 0, 3),
+                PathChange("added", "chapters/b.md", None, 5, 0, 0, 5),
+                PathChange("added", "chapters/a.md", None, 2, 0, 0, 2),
+            ),
+        ),
+        RevisionEntry(
+            rev="b" * 40, parents=("a" * 40, "c" * 40), author_id=None,
+            author_name="Zoë «Outside» \"Git\"", author_email="z@x", device_id="phone\t1",
+            message="Merge: ünïcode, 漢字, a \\ backslash\nand a second line",
+            time="2026-01-02T03:04:05Z", mainline=True, changes=(
+                PathChange("renamed", "chapters/c.md", "chapters/a.md", 0, 1, 2, 1),
+            ),
+        ),
+        RevisionEntry(
+            rev="c" * 40, parents=("a" * 40,), author_id="u1", author_name="Ann",
+            author_email="a@x", device_id="laptop", message="Nothing changed",
+            time="2026-01-02T00:00:00Z", mainline=False, changes=(),
+        ),
+    ]  # fmt: skip
+    path = tmp_path / "v4.db"
+    conn = connect(path)
+    assert migrate(conn, target=4) == 4
+    _fill_version_one(conn)
+    with conn:
+        for seq, entry in enumerate(entries, 1):
+            conn.execute(
+                "INSERT INTO revision (seq, novel_id, rev, parents, author_id, author_name,"
+                " author_email, device_id, message, time, mainline, words_added, words_removed)"
+                " VALUES (?, 'n1', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, entry.rev, json.dumps(list(entry.parents)), entry.author_id,
+                 entry.author_name, entry.author_email, entry.device_id, entry.message,
+                 entry.time, int(entry.mainline), sum(c.words_added for c in entry.changes),
+                 sum(c.words_removed for c in entry.changes)),
+            )  # fmt: skip
+            for c in entry.changes:
+                conn.execute(
+                    "INSERT INTO revision_path VALUES ('n1', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, c.path, c.old_path, c.change, c.words_added, c.words_removed,
+                     c.words_before, c.words_after),
+                )  # fmt: skip
+
+    assert migrate(conn) == latest()
+
+    stored = [row["item"] for row in query(conn, "SELECT item FROM revision ORDER BY seq")]
+    conn.close()
+    assert [json.loads(item) for item in stored] == [
+        json.loads(revision_item(entry)) for entry in entries
+    ]
+    assert json.loads(stored[0])["paths"] == ["chapters/a.md", "chapters/b.md", "novel.md"]
+    assert json.loads(stored[2])["changes"] == []

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import itertools
+import json
 import os
 import random
 import statistics
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -377,20 +380,28 @@ class Request:
 
 
 class Client:
-    def __init__(self, session: aiohttp.ClientSession, headers: dict, pid: int):
-        self.session, self.headers, self.pid = session, headers, pid
+    """One keep-alive connection, sequential requests, with the standard library's
+    `http.client`: a GET costs it about 110 µs of CPU and 240 µs on the clock against a bare
+    aiohttp handler, aiohttp's own client 170 and 300 (measured here, 3,000 requests)."""
 
-    async def get(self, request: Request) -> tuple[float, dict]:
+    def __init__(self, url: str, headers: dict, pid: int):
+        parts = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port)
+        self.headers, self.pid = headers, pid
+
+    def get(self, request: Request) -> tuple[float, dict]:
+        target = urllib.parse.urlsplit(request.url).path
+        if request.params:
+            target += "?" + urllib.parse.urlencode(request.params)
         began = time.perf_counter()
-        async with self.session.get(
-            request.url, params=request.params, headers=self.headers
-        ) as response:
-            body = await response.read()
+        self.connection.request("GET", target, headers=self.headers)
+        response = self.connection.getresponse()
+        body = response.read()
         elapsed = time.perf_counter() - began
         assert response.status == 200, body[:500]
-        return elapsed, await response.json()
+        return elapsed, json.loads(body)
 
-    async def compare(
+    def compare(
         self, cases: dict[str, dict[int, Request]], count: int
     ) -> dict[str, dict[int, Timing]]:
         """`count` timed requests of each, after a warm-up, taking turns in blocks of `BLOCK`
@@ -400,7 +411,7 @@ class Client:
                  for size, request in sizes.items()]  # fmt: skip
         for name, size, request in turns:
             for _ in range(BLOCK):
-                _, answer = await self.get(request)
+                _, answer = self.get(request)
             if request.items is not None:
                 assert len(answer["items"]) == request.items, (name, size, len(answer["items"]))
         for done in range(0, count, BLOCK):
@@ -408,18 +419,18 @@ class Client:
                 timing = timings[name][size]
                 before = cpu_seconds(self.pid)
                 for _ in range(min(BLOCK, count - done)):
-                    timing.latencies.append((await self.get(request))[0])
+                    timing.latencies.append(self.get(request)[0])
                 timing.cpu += cpu_seconds(self.pid) - before
         return timings
 
-    async def walk(self, url: str, params: dict[str, str]) -> Walk:
+    def walk(self, url: str, params: dict[str, str]) -> Walk:
         """Follow next_cursor from the newest page to the oldest."""
         walk = Walk()
         cursor = None
         began = time.perf_counter()
         while True:
             query = params | ({"cursor": cursor} if cursor else {})
-            _, answer = await self.get(Request(url, query))
+            _, answer = self.get(Request(url, query))
             walk.pages += 1
             if len(answer["items"]) == PAGE:
                 walk.oldest, walk.skipped = Request(url, query, PAGE), walk.items
@@ -454,58 +465,56 @@ class Results:
     storage: dict[int, Timing] = field(default_factory=dict)
 
 
-async def measure(args: argparse.Namespace, url: str, headers: dict, pid: int,
-                  fixtures: list[Fixture]) -> Results:  # fmt: skip
+def measure(args: argparse.Namespace, url: str, headers: dict, pid: int,
+            fixtures: list[Fixture]) -> Results:  # fmt: skip
     results = Results()
-    connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        client = Client(session, headers, pid)
-        history = {f.size: f"{url}/api/v1/novels/{f.novel_id}/history" for f in fixtures}
-        by_path = {f.size: {"path": f.chapter, "limit": str(PAGE)} for f in fixtures}
-        everything = {f.size: {"limit": str(PAGE)} for f in fixtures}
+    client = Client(url, headers, pid)
+    history = {f.size: f"{url}/api/v1/novels/{f.novel_id}/history" for f in fixtures}
+    by_path = {f.size: {"path": f.chapter, "limit": str(PAGE)} for f in fixtures}
+    everything = {f.size: {"limit": str(PAGE)} for f in fixtures}
+    for f in fixtures:
+        _, page = client.get(Request(history[f.size], by_path[f.size]))
+        _, log = git_log(f.repo, f.chapter, "--format=%H")
+        revs = [item["rev"] for item in page["items"]]
+        assert revs == log.split(), f"size {f.size}: the API page is not git log's"
+    for name, params in (("path", by_path), ("all", everything)):
+        results.walks[name] = walks = {}
         for f in fixtures:
-            _, page = await client.get(Request(history[f.size], by_path[f.size]))
-            _, log = git_log(f.repo, f.chapter, "--format=%H")
-            revs = [item["rev"] for item in page["items"]]
-            assert revs == log.split(), f"size {f.size}: the API page is not git log's"
-        for name, params in (("path", by_path), ("all", everything)):
-            results.walks[name] = walks = {}
-            for f in fixtures:
-                walks[f.size] = await client.walk(history[f.size], params[f.size])
-            print(f"walked every page ({name}): " + ", ".join(
-                f"{size}: {w.pages} pages in {w.seconds:.1f} s" for size, w in walks.items()
-            ), flush=True)  # fmt: skip
-        for size, w in results.walks["all"].items():
-            assert w.items == size, f"size {size}: {w.items} revisions in the history"
-        skip = {size: f"--skip={w.skipped}" for size, w in results.walks["path"].items()}
+            walks[f.size] = client.walk(history[f.size], params[f.size])
+        print(f"walked every page ({name}): " + ", ".join(
+            f"{size}: {w.pages} pages in {w.seconds:.1f} s" for size, w in walks.items()
+        ), flush=True)  # fmt: skip
+    for size, w in results.walks["all"].items():
+        assert w.items == size, f"size {size}: {w.items} revisions in the history"
+    skip = {size: f"--skip={w.skipped}" for size, w in results.walks["path"].items()}
+    for f in fixtures:
+        _, log = git_log(f.repo, f.chapter, skip[f.size], "--format=%H")
+        oldest = results.walks["path"][f.size].oldest_revs
+        assert oldest == log.split(), f"size {f.size}: the oldest page is not git log's"
+    cases = {
+        "novel": {f.size: Request(f"{url}/api/v1/novels/{f.novel_id}", {}) for f in fixtures},
+        "path": {s: Request(history[s], by_path[s], PAGE) for s in history},
+        "all": {s: Request(history[s], everything[s], PAGE) for s in history},
+        "path, oldest": {s: w.oldest for s, w in results.walks["path"].items()},
+        "all, oldest": {s: w.oldest for s, w in results.walks["all"].items()},
+    }
+    results.pages = client.compare(cases, args.requests)
+    results.git = {"newest": {f.size: [] for f in fixtures}, "oldest": {}}
+    results.git["oldest"] = {f.size: [] for f in fixtures}
+    for _ in range(args.git_runs):
         for f in fixtures:
-            _, log = git_log(f.repo, f.chapter, skip[f.size], "--format=%H")
-            oldest = results.walks["path"][f.size].oldest_revs
-            assert oldest == log.split(), f"size {f.size}: the oldest page is not git log's"
-        cases = {
-            "novel": {f.size: Request(f"{url}/api/v1/novels/{f.novel_id}", {}) for f in fixtures},
-            "path": {s: Request(history[s], by_path[s], PAGE) for s in history},
-            "all": {s: Request(history[s], everything[s], PAGE) for s in history},
-            "path, oldest": {s: w.oldest for s, w in results.walks["path"].items()},
-            "all, oldest": {s: w.oldest for s, w in results.walks["all"].items()},
-        }
-        results.pages = await client.compare(cases, args.requests)
-        results.git = {"newest": {f.size: [] for f in fixtures}, "oldest": {}}
-        results.git["oldest"] = {f.size: [] for f in fixtures}
-        for _ in range(args.git_runs):
-            for f in fixtures:
-                results.git["newest"][f.size].append(git_log(f.repo, f.chapter)[0])
-                results.git["oldest"][f.size].append(git_log(f.repo, f.chapter, skip[f.size])[0])
-        largest = fixtures[-1]
-        diff = Request(
-            f"{url}/api/v1/novels/{largest.novel_id}/diff",
-            {"from": largest.diff_from, "to": largest.diff_to, "path": largest.long_chapter},
-        )
-        for run in range(args.diff_runs + 2):
-            elapsed, answer = await client.get(diff)
-            if run >= 2:
-                results.diff.append(elapsed)
-        results.diff_ops = len(answer["files"][0]["ops"])
+            results.git["newest"][f.size].append(git_log(f.repo, f.chapter)[0])
+            results.git["oldest"][f.size].append(git_log(f.repo, f.chapter, skip[f.size])[0])
+    largest = fixtures[-1]
+    diff = Request(
+        f"{url}/api/v1/novels/{largest.novel_id}/diff",
+        {"from": largest.diff_from, "to": largest.diff_to, "path": largest.long_chapter},
+    )
+    for run in range(args.diff_runs + 2):
+        elapsed, answer = client.get(diff)
+        if run >= 2:
+            results.diff.append(elapsed)
+    results.diff_ops = len(answer["files"][0]["ops"])
     return results
 
 
@@ -667,7 +676,7 @@ def main() -> int:
             fixtures.append(fixture)
         server = start_server(data_dir)
         try:
-            results = asyncio.run(measure(args, server.url, headers, server.process.pid, fixtures))
+            results = measure(args, server.url, headers, server.process.pid, fixtures)
         finally:
             server.stop()
         results.storage = storage_pages(data_dir / "openwrite.db", fixtures, args.requests)
