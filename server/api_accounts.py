@@ -170,12 +170,14 @@ ENDPOINTS = [
     Endpoint("PUT", "/api/v1/auth/sessions/current", set_session_context,
              "Set the calling session's active organization and team", "accounts",
              body=m.SessionContextBody, response=m.Session, writes=False, errors=(404, 422)),
+    # Revoking another credential is a write: a read-scope token may only end itself
+    # (POST /auth/logout), never its owner's other sessions and tokens.
     Endpoint("DELETE", "/api/v1/auth/sessions/{session_id}", delete_session, "Revoke a session",
-             "accounts", status=204, writes=False, errors=(404,)),
+             "accounts", status=204, errors=(404,)),
     Endpoint("POST", "/api/v1/tokens", create_token, "Create a personal access token", "accounts",
              body=m.TokenBody, response=m.NewAccessToken, status=201, errors=(422,)),
     Endpoint("GET", "/api/v1/tokens", list_tokens, "The caller's access tokens (never the secret)",
              "accounts", response=m.AccessTokenList),
     Endpoint("DELETE", "/api/v1/tokens/{token_id}", delete_token, "Revoke an access token",
-             "accounts", status=204, writes=False, errors=(404,)),
+             "accounts", status=204, errors=(404,)),
 ]  # fmt: skip

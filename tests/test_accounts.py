@@ -281,6 +281,28 @@ async def test_a_read_token_reads_but_cannot_write(ann: Writer):
     assert [n["title"] for n in novels["items"]] == ["Draft"]
 
 
+async def test_a_read_token_ends_itself_but_revokes_nothing_else(ann: Writer):
+    """A leaked read-only token must not be able to lock its owner out."""
+    other = await new_token(ann, ["read", "write"])
+    created = await new_token(ann, ["read"])
+    reader = as_writer(ann, created["token"])
+    _, sessions = await ann.call("GET", "/api/v1/auth/sessions")
+    session_id = sessions["items"][0]["id"]
+
+    status, body = await reader.call("DELETE", f"/api/v1/tokens/{other['id']}")
+    assert status == 403 and body["error"]["code"] == "insufficient_scope"
+    status, body = await reader.call("DELETE", f"/api/v1/auth/sessions/{session_id}")
+    assert status == 403 and body["error"]["code"] == "insufficient_scope"
+    assert (await ann.call("GET", "/api/v1/me"))[0] == 200
+    _, tokens = await ann.call("GET", "/api/v1/tokens")
+    assert {t["id"] for t in tokens["items"]} == {other["id"], created["id"]}
+
+    assert (await reader.call("POST", "/api/v1/auth/logout"))[0] == 204
+    assert (await reader.call("GET", "/api/v1/me"))[0] == 401
+    _, tokens = await ann.call("GET", "/api/v1/tokens")
+    assert [t["id"] for t in tokens["items"]] == [other["id"]]
+
+
 async def test_a_write_token_creates_novels(ann: Writer):
     writer = as_writer(ann, (await new_token(ann, ["read", "write"]))["token"])
     status, novel = await writer.call("POST", "/api/v1/novels", {"title": "By token"})
