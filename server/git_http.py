@@ -443,7 +443,8 @@ ENDPOINTS = [
              "Git smart HTTP: negotiation and the pack (body: application/x-git-upload-pack-"
              "request, gzip accepted; `Git-Protocol` passed on)", "git",
              auth="optional", writes=False, content_type=RESULT_TYPE,
-             errors=(400, 401, 404, 408, 413, 415, 503, 504)),
+             errors=(400, 401, 404, 408, 413, 415, 503, 504),
+             extra={"request_type": REQUEST_TYPE}),
     Endpoint("POST", "/git/{novel_id}.git/git-receive-pack", git_receive_pack,
              "Git push: not supported yet, 403 `push_not_supported` once the novel is readable",
              "git", auth="optional", writes=True, errors=(401, 403, 404)),

@@ -10,7 +10,7 @@ from sync.models import DeviceId, OpId
 
 # A full commit id, or a unique abbreviation of at least 7 hex digits (as Git shows).
 RevisionRef = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{7,40}$")]
-PathFilter = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+PathFilter = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ChangeKind = Literal["added", "modified", "deleted", "renamed"]
 
 

@@ -85,6 +85,12 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": _ref(e.body)}},
             }
+        elif "request_type" in e.extra:  # a body that is not JSON, read by the handler itself
+            media = e.extra["request_type"]
+            operation["requestBody"] = {
+                "required": True,
+                "content": {media: {"schema": {"type": "string", "contentMediaType": media}}},
+            }
         success: dict[str, Any] = {"description": _STATUS_TEXT.get(e.status, "OK")}
         if e.response is not None:
             success["content"] = {e.content_type: {"schema": _ref(e.response)}}

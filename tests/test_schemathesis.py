@@ -70,6 +70,15 @@ GIT_PROTOCOL = {
     ("POST", "/git/{novel_id}.git/git-upload-pack"),
     ("POST", "/git/{novel_id}.git/git-receive-pack"),
 }
+
+
+@schemathesis.serializer("application/x-git-upload-pack-request")
+def _git_request(_context: Any, value: Any) -> bytes:
+    """Git's request body is pkt-lines the document describes only as a string: send the
+    generated text as it is (the server must refuse what is not Git's protocol)."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 _PARAM = re.compile(r"{([^}]+)}")
 # An event stream never ends: read this long, then validate the events that came.
 EVENTS_SECONDS = 0.5
