@@ -9,10 +9,10 @@ is grown with pygit2 directly (commits toggling a small file, then `git repack`,
 maintenance task leaves a repository), the server restarts (its start-up check reindexes
 them), and `--clients` devices sync over HTTP for `--duration` seconds, each editing its own
 paragraphs on its own base, so most syncs after the first are three-way merges. Then, with
-the server stopped, the storage limit: the same kind of commit (one word changed) written
-straight through `NovelRepository.write_commit` + `advance_head` and the same SQLite index
-writes (`content_index.describe_files`, `index_rows`, `record_head`), one thread per novel,
-no HTTP.
+the server stopped, the storage limit: the same commits written straight through
+`NovelRepository.write_commit` + `advance_head` (a device commit on the device's base and,
+when the head moved since, a merge commit) and the same SQLite writes (chapter rows, head,
+revision index), one thread per novel playing its devices in turn, no HTTP.
 Client and server share the machine: the ratio is the fair number.
 """
 
@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from _common import DOCS, cpu_seconds, machine, write_docs  # noqa: E402
 
-from storage import content_index  # noqa: E402
+from storage import content_index, history  # noqa: E402
 from storage.db import open_database  # noqa: E402
 from storage.repository import Author, NovelRepository, enable_durability  # noqa: E402
+from storage.words import word_count  # noqa: E402
 from tests.servers import ServerProcess, start_server  # noqa: E402
 
 CHAPTER = "chapters/long-chapter.md"
@@ -241,46 +242,71 @@ async def http_load(
 
 
 def storage_limit(
-    data_dir: Path, novel_ids: list[str], duration: float, paragraph_count: int
+    data_dir: Path, novel_ids: list[str], duration: float, paragraph_count: int, clients: int
 ) -> Run:
-    """One-word commits straight through the storage layer, one thread per novel, the same
-    durability (fsync) and the same SQLite index writes as a sync."""
+    """What the HTTP run's syncs write, written straight through the storage layer: one
+    thread per novel playing its devices in turn, each editing its own paragraphs on its
+    own base. A device whose base is the head gets one commit (a fast-forward); any other
+    gets its commit on its base and a merge commit (parents: the head and the device's
+    commit) holding the head's text with the device's paragraph, as the sync's merge of
+    disjoint edits does. The same durability (fsync) and the same SQLite writes in one
+    transaction: chapter rows, the head, and the revision index of every new commit.
+    The merge itself (finding what changed, word by word) is the sync's work, not storage's,
+    and is not done here."""
     enable_durability()
+    word_count("")  # its Unicode classes are built once, as the server does at start-up
     db = open_database(data_dir / "openwrite.db", readers=1)
     author = Author("Bench Writer", "bench@example.com")
     run = Run("storage layer (no HTTP)")
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
+    per_novel = -(-clients // len(novel_ids))
 
     def writer(novel_id: str) -> None:
         rng = random.Random(novel_id)
         path = data_dir / "novels" / f"{novel_id}.git"
+        start = NovelRepository.open(path).head()
+        bases = [start] * per_novel
         n = 0
         while time.monotonic() < stop_at:
+            slot = n % per_novel
             n += 1
             began = time.perf_counter()
             repo = NovelRepository.open(path)
             with repo.lock(timeout=60):
-                head = repo.head()
-                text = repo.read_text(CHAPTER, head).text
-                text = one_word_edit(text, rng, list(range(paragraph_count)), f"s{n}")
+                head, base = repo.head(), bases[slot]
+                mine = [p for p in range(paragraph_count) if p % per_novel == slot]
+                edited = one_word_edit(repo.read_text(CHAPTER, base).text, rng, mine, f"s{n}")
+                trailers = {"Device-Id": f"bench{slot}", "Op-Id": f"s{n}"}
                 commit = repo.write_commit(
-                    parent=head, changes={CHAPTER: text}, author=author, message="Bench edit",
-                    trailers={"Device-Id": "bench", "Op-Id": f"s{n}"},
+                    parent=base, changes={CHAPTER: edited}, author=author,
+                    message=f"Sync from bench{slot}", trailers=trailers,
                 )  # fmt: skip
+                text = edited
+                if base != head:
+                    text = with_paragraphs(repo.read_text(CHAPTER, head).text, edited, mine)
+                    commit = repo.write_commit(
+                        parent=head, changes={CHAPTER: text}, author=author,
+                        message=f"Merge sync from bench{slot}", extra_parents=[commit],
+                    )  # fmt: skip
                 repo.advance_head(commit, head, reason="bench")
                 blob = repo.read_text(CHAPTER, commit).blob
+                revisions = history.describe_revisions(repo, head, commit)
                 rows = content_index.describe_files({CHAPTER: (text, blob)})
 
-                def index(conn, commit=commit, rows=rows) -> None:  # noqa: ANN001
+                def index(conn, commit=commit, rows=rows, revisions=revisions) -> None:  # noqa: ANN001
                     content_index.index_rows(conn, novel_id, rows)
                     content_index.record_head(conn, novel_id, commit)
+                    history.record_revisions(conn, novel_id, revisions)
 
                 db.write_sync(index)
+            bases[slot] = commit
             elapsed = time.perf_counter() - began
             with lock:
                 run.ok += 1
                 run.latencies.append(elapsed)
+                kind = "merged" if base != head else "fast_forward"
+                run.statuses[kind] = run.statuses.get(kind, 0) + 1
 
     threads = [threading.Thread(target=writer, args=(novel_id,)) for novel_id in novel_ids]
     began = time.perf_counter()
@@ -291,6 +317,16 @@ def storage_limit(
     run.seconds = time.perf_counter() - began
     db.close()
     return run
+
+
+def with_paragraphs(text: str, other: str, paragraphs: list[int]) -> str:
+    """`text` with the lines of `paragraphs` (by number) as they are in `other`."""
+    theirs = {line.split(" ", 1)[0]: line for line in other.split("\n") if line.startswith("P")}
+    wanted = {f"P{p}" for p in paragraphs}
+    return "\n".join(
+        theirs[line.split(" ", 1)[0]] if line.split(" ", 1)[0] in wanted else line
+        for line in text.split("\n")
+    )
 
 
 # -- one history length, and the report ----------------------------------------------------
@@ -328,7 +364,7 @@ def measure(args: argparse.Namespace, history: int, work: Path) -> Result:
         )
     finally:
         server.stop()
-    storage = storage_limit(data_dir, novel_ids, args.duration, paragraph_count)
+    storage = storage_limit(data_dir, novel_ids, args.duration, paragraph_count, args.clients)
     result = Result(history, http, storage)
     for run in (http, storage):
         cpu = f", server CPU {run.server_cpu:.2f} cores" if run.server_cpu is not None else ""
