@@ -16,7 +16,7 @@ from storage.documents import parse_document
 from storage.errors import Invalid
 from storage.ids import now
 from storage.layout import kind_of
-from storage.words import word_count
+from storage.words import recount, word_count
 
 CHAPTER_STATUSES = ("draft", "in_progress", "completed", "published")
 NOVEL_STATUSES = ("draft", "in_progress", "completed", "published", "archived")
@@ -42,18 +42,28 @@ _BODY_WORDS_LOCK = threading.Lock()
 _BODY_WORDS_KEPT = 4096
 
 
-def body_words(text: str, blob: str | None = None, *, body: str | None = None) -> int:
+def body_words(
+    text: str,
+    blob: str | None = None,
+    *,
+    body: str | None = None,
+    before: tuple[str, int] | None = None,
+) -> int:
     """Words of a file's body (front matter excluded), with `word_count`.
 
     Remembered by blob id when one is given (a blob's content never changes): the
     index, the revision index and the statistics count each version of a chapter once.
+    `before`, the (body, words) of an earlier version, lets only the lines that differ
+    from it be counted (`recount`).
     """
     if blob is not None:
         with _BODY_WORDS_LOCK:
             if blob in _BODY_WORDS:
                 _BODY_WORDS.move_to_end(blob)
                 return _BODY_WORDS[blob]
-    count = word_count(read_document(text)[1] if body is None else body)
+    if body is None:
+        body = read_document(text)[1]
+    count = word_count(body) if before is None else recount(*before, body)
     if blob is not None:
         with _BODY_WORDS_LOCK:
             _BODY_WORDS[blob] = count

@@ -90,20 +90,23 @@ def _entry(repo: NovelRepository, commit: Revision, mainline: bool) -> RevisionE
     )
 
 
-def _prose(repo: NovelRepository, path: str, blob: str | None) -> tuple[str, int] | None:
-    """(body, words) of a Markdown file's version; None where it does not exist or is not text."""
+def _prose(
+    repo: NovelRepository, path: str, blob: str | None, before: tuple[str, int] | None = None
+) -> tuple[str, int] | None:
+    """(body, words) of a Markdown file's version; None where it does not exist or is not
+    text. `before`: the (body, words) of the version it replaced, to count only changes."""
     if blob is None or not path.endswith(".md"):
         return None
     text = repo.blob_text(blob)
     if text is None:
         return None
     body = read_document(text)[1]
-    return body, body_words(text, blob, body=body)
+    return body, body_words(text, blob, body=body, before=before)
 
 
 def _path_change(repo: NovelRepository, change: FileChange) -> PathChange:
     old = _prose(repo, change.old_path or change.path, change.old_blob)
-    new = _prose(repo, change.path, change.new_blob)
+    new = _prose(repo, change.path, change.new_blob, before=old)
     if change.old_blob == change.new_blob:
         added = removed = 0
     else:

@@ -141,6 +141,26 @@ def _joins(text: str, at: int) -> bool:
     return joiner in _NUMBER_SEPARATORS and text[at - 1].isdigit() and text[at + 1].isdigit()
 
 
+def recount(old: str, old_words: int, new: str) -> int:
+    """`word_count(new)`, given `old` and its count: only the lines between the lines both
+    texts begin and end with are counted, so a one-word edit in a 50 KB chapter costs a
+    paragraph. Exact because no word and no Markdown noise spans a line break, except
+    HTML comments and tags: a text holding "<" is counted whole.
+    """
+    if "<" in old or "<" in new:
+        return word_count(new)
+    a, b = split_lines(old), split_lines(new)
+    limit = min(len(a), len(b))
+    start = 0
+    while start < limit and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < limit - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    gone, came = "".join(a[start : len(a) - end]), "".join(b[start : len(b) - end])
+    return old_words - word_count(gone) + word_count(came)
+
+
 @dataclass(frozen=True)
 class _CountingPatterns:
     plain: re.Pattern[str]  # a word or a CJK character, in text without marks

@@ -110,8 +110,10 @@ def reconcile(
             entry["path"]: None if entry["content"] is None else (entry["content"], entry["blob"])
             for entry in moved_files
         }
-        result.indexed = content_index.describe_files(moved)
+        # Revisions first: they count each new version's words from the version before
+        # it (only the paragraphs that changed), and the chapter rows reuse those counts.
         result.revisions = history.describe_revisions(repo, head, result.head)
+        result.indexed = content_index.describe_files(moved)
     return result
 
 

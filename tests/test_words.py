@@ -155,3 +155,27 @@ _TRICKY = st.sampled_from(
 @given(st.lists(_TRICKY, max_size=16).map("".join))
 def test_word_count_equals_counting_the_tokens_that_diffs_and_merges_cut(text: str):
     assert word_count(text) == _count_from_tokens(text)
+
+
+_LINES = st.lists(st.lists(_TRICKY, max_size=8).map("".join), max_size=8).map("\n".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_LINES, _LINES, _LINES, _LINES)
+def test_recounting_from_an_earlier_version_equals_counting_afresh(
+    head: str, old_middle: str, new_middle: str, tail: str
+):
+    """Texts sharing a first and a last part, as versions of one chapter do; "<" (HTML,
+    which may span lines) falls back to a whole count, and is among the pieces."""
+    old, new = head + old_middle + tail, head + new_middle + tail
+    assert words.recount(old, word_count(old), new) == word_count(new)
+
+
+def test_recounting_counts_only_the_lines_that_changed(monkeypatch):
+    old = "".join(f"Paragraph {i} has five words.\n\n" for i in range(100))
+    new = old.replace("Paragraph 50 has", "Paragraph 50 now has")
+    counted: list[str] = []
+    real = words.word_count
+    monkeypatch.setattr(words, "word_count", lambda text: counted.append(text) or real(text))
+    assert words.recount(old, 500, new) == 501
+    assert counted == ["Paragraph 50 has five words.\n", "Paragraph 50 now has five words.\n"]
