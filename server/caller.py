@@ -8,6 +8,7 @@ run it on its own, or a one-read endpoint together with its read (one thread hop
 from __future__ import annotations
 
 import base64
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from storage import accounts
 from storage.db import Database
-from storage.errors import Unauthorized
+from storage.errors import Unauthorized, Unavailable
 from storage.ids import parse_time
 
 BEARER_CHALLENGE = 'Bearer realm="openwrite"'
@@ -79,4 +80,6 @@ async def touch_if_due(db: Database, resolved: accounts.Resolved) -> None:
     """Stamp the credential's last use, if the stamp is older than `TOUCH_EVERY`."""
     last = resolved.last_used_at
     if last is None or parse_time(last) < datetime.now(UTC) - TOUCH_EVERY:
-        await db.write(accounts.touch_credential, resolved.principal)
+        # Best effort: a read must not fail because the disk is too full to stamp it.
+        with contextlib.suppress(Unavailable):
+            await db.write(accounts.touch_credential, resolved.principal)

@@ -245,5 +245,11 @@ def find_item(conn: apsw.Connection, novel_id: str, kind: str, item_id: str) -> 
     )
 
 
+def indexed_head(conn: apsw.Connection, novel_id: str) -> str | None:
+    """The head SQLite's rows describe (Git's may be ahead after a crash or a full disk)."""
+    row = query_one(conn, "SELECT head FROM novel WHERE id = ?", (novel_id,))
+    return row["head"] if row else None
+
+
 def novel_heads(conn: apsw.Connection) -> list[Row]:
     return query(conn, "SELECT id, head FROM novel ORDER BY id")

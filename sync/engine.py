@@ -38,13 +38,14 @@ class Reconciled:
     """What the Git side did; everything SQLite must learn about it."""
 
     status: str
-    old_head: str
     head: str
     device_commit: str | None = None
     conflicts: list[tuple[str, ConflictHunk]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     indexed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     revisions: list[history.RevisionEntry] = field(default_factory=list)
+    # The head the index rows are described from: SQLite's head, or Git's old head.
+    indexed_from: str | None = None
 
 
 def _trailers(edit: Edit) -> dict[str, str]:
@@ -79,9 +80,20 @@ def files_between(repo: NovelRepository, old: str | None, new: str) -> list[dict
 
 
 def reconcile(
-    repo: NovelRepository, base: str | None, changes: Mapping[str, str | None], edit: Edit
+    repo: NovelRepository,
+    base: str | None,
+    changes: Mapping[str, str | None],
+    edit: Edit,
+    *,
+    indexed: str | None = None,
 ) -> Reconciled:
-    """Git work of one sync (run on a Git thread, under the novel's write lock)."""
+    """Git work of one sync (run on a Git thread, under the novel's write lock).
+
+    The answer and the index rows are read before the head moves: a novel whose
+    repository cannot be read fails here with its head where it was. `indexed` is the
+    head SQLite holds; when an earlier commit reached Git but not SQLite (a full disk
+    between the two), the rows describe everything since it, so nothing stays unindexed.
+    """
     head = repo.head()
     if base is not None and not (repo.has_commit(base) and repo.is_ancestor(base, head)):
         raise Conflict(
@@ -90,7 +102,8 @@ def reconcile(
             details={"base": base},
         )
     effective = {p: c for p, c in changes.items() if _text(repo, p, base) != c}
-    result = Reconciled(status="noop", old_head=head, head=head)
+    result = Reconciled(status="noop", head=head)
+    reason = "sync"
     if effective:
         device_commit = repo.write_commit(
             parent=base, changes=effective, author=edit.author, message=edit.message,
@@ -98,22 +111,28 @@ def reconcile(
         )  # fmt: skip
         result.device_commit = device_commit
         if base == head:
-            repo.advance_head(device_commit, head, reason="fast-forward")
-            result.status, result.head = "fast_forward", device_commit
+            result.status, result.head, reason = "fast_forward", device_commit, "fast-forward"
         else:
             _merge(repo, base, head, device_commit, effective, edit, result)
+            reason = "merge"
     result.files = files_between(repo, base, result.head)
-    if result.head != head:
-        # On a fast-forward the device's base is the old head: the same files moved.
-        moved_files = result.files if base == head else files_between(repo, head, result.head)
+    behind = indexed is not None and indexed != head and repo.has_commit(indexed)
+    # SQLite behind Git (its head an ancestor of Git's): catch up on the way.
+    since = indexed if behind and repo.is_ancestor(indexed, head) else head
+    result.indexed_from = since
+    if result.head != since:
+        # On a fast-forward from the indexed head, the same files moved as the device's.
+        moved_files = result.files if base == since else files_between(repo, since, result.head)
         moved = {
             entry["path"]: None if entry["content"] is None else (entry["content"], entry["blob"])
             for entry in moved_files
         }
         # Revisions first: they count each new version's words from the version before
         # it (only the paragraphs that changed), and the chapter rows reuse those counts.
-        result.revisions = history.describe_revisions(repo, head, result.head)
+        result.revisions = history.describe_revisions(repo, since, result.head)
         result.indexed = content_index.describe_files(moved)
+    if result.head != head:
+        repo.advance_head(result.head, head, reason=reason)
     return result
 
 
@@ -126,6 +145,8 @@ def _merge(
     edit: Edit,
     result: Reconciled,
 ) -> None:
+    """The merge commit of the device's commit into the head (result.head; the caller
+    moves the head), or nothing when the head already holds the device's texts."""
     server_changed = set(repo.changed_paths(base, head))
     merged: dict[str, str | None] = {}
     for path, theirs in effective.items():
@@ -146,7 +167,7 @@ def _merge(
     if not merged and not result.conflicts and held:
         return
     device = edit.device_id or "a device"
-    merge_commit = repo.write_commit(
+    result.head = repo.write_commit(
         parent=head,
         extra_parents=[device_commit],
         changes=merged,
@@ -155,8 +176,6 @@ def _merge(
         + (" (conflicts kept the server's text)" if result.conflicts else ""),
         trailers=_trailers(edit),
     )
-    repo.advance_head(merge_commit, head, reason="merge")
-    result.head = merge_commit
 
 
 def request_hash(base: str | None, changes: Mapping[str, str | None], message: str | None) -> str:
@@ -177,7 +196,7 @@ def _record(
     digest: str | None,
 ) -> None:
     moment = now()
-    if done.head != done.old_head:
+    if done.head != done.indexed_from:
         content_index.index_rows(conn, novel_id, done.indexed)
         content_index.record_head(conn, novel_id, done.head)
         history.record_revisions(conn, novel_id, done.revisions)
@@ -282,8 +301,10 @@ async def commit_while_writing(
         if row is not None:
             return _replay(row, digest)
 
+    indexed = await db.read(content_index.indexed_head, novel_id)
+
     def work(repo: NovelRepository) -> Reconciled:
-        return reconcile(repo, repo.head() if use_head else base, changes, edit)
+        return reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
 
     done = await library.run(novel_id, work)
     answer = _answer(done)
