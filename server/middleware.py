@@ -44,6 +44,10 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:  # noqa: 
     try:
         return await handler(request)
     except OpenWriteError as exc:
+        if exc.status == 500:
+            # A named fault of the server's own storage (a damaged repository): one line
+            # that says what is broken, without the traceback of an unhandled error.
+            log.error("%s %s failed: %s", request.method, request.path, exc.message)
         headers = {}
         if exc.status == 401:
             headers["WWW-Authenticate"] = getattr(exc, "challenge", 'Bearer realm="openwrite"')

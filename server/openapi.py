@@ -16,7 +16,8 @@ _STATUS_TEXT = {
     200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad request",
     401: "Missing or invalid credentials", 403: "Not allowed", 404: "Not found",
     409: "Conflict", 413: "Body too large", 415: "Body is not JSON", 422: "Invalid input",
-    429: "Too many requests", 502: "Upstream failure", 503: "Unavailable", 504: "Upstream timeout",
+    429: "Too many requests", 500: "The novel's repository is damaged (repository_corrupt)",
+    502: "Upstream failure", 503: "Unavailable", 504: "Upstream timeout",
 }  # fmt: skip
 
 
@@ -115,6 +116,13 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
             operation["security"] = [{"bearer": []}, {}]
         if e.is_write:
             statuses.add(403)
+        # Storage faults any route may meet where it touches the disk: a write on a full or
+        # read-only disk (503 storage_full, storage_read_only), a novel whose repository
+        # Git cannot read (500 repository_corrupt).
+        if e.method != "GET":
+            statuses.add(503)
+        if "{novel_id}" in e.path:
+            statuses.add(500)
         for status in sorted(statuses):
             operation["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),

@@ -21,6 +21,13 @@ from typing import Any, TypeVar
 
 import apsw
 
+from storage.errors import (
+    Unavailable,
+    storage_full,
+    storage_read_only,
+    unavailable_by_filesystem,
+)
+
 T = TypeVar("T")
 Row = dict[str, Any]
 
@@ -78,14 +85,42 @@ def query_one(conn: apsw.Connection, sql: str, params: Any = ()) -> Row | None:
 
 @contextmanager
 def immediate(conn: apsw.Connection) -> Iterator[apsw.Connection]:
-    """A write transaction that takes the write lock up front."""
+    """A write transaction that takes the write lock up front.
+
+    Whatever fails, the connection leaves it outside a transaction: SQLite may already
+    have rolled back by itself (after SQLITE_FULL or an I/O error, even in COMMIT), and a
+    transaction left open would refuse every later write of this connection.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+@contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """A full or read-only disk under the database becomes Unavailable (503
+    `storage_full` / `storage_read_only`), as it does under a repository."""
+    try:
+        yield
+    except (apsw.FullError, apsw.ReadOnlyError, apsw.IOError, apsw.CantOpenError) as exc:
+        mapped = _unavailable(exc, path)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _unavailable(exc: apsw.Error, path: Path) -> Unavailable | None:
+    action = "write to the database"
+    if isinstance(exc, apsw.FullError):
+        return storage_full(action)
+    if isinstance(exc, apsw.ReadOnlyError):
+        return storage_read_only(action)
+    return unavailable_by_filesystem(path.parent, action)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -220,12 +255,14 @@ class Database:
         return conn
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        return fn(self._connection(), *args)
+        with storage_errors(self.path):
+            return fn(self._connection(), *args)
 
     def _run_write(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn = self._connection()
-        with immediate(conn):
-            return fn(conn, *args)
+        with storage_errors(self.path):
+            conn = self._connection()
+            with immediate(conn):
+                return fn(conn, *args)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._readers.run(self._run_read, fn, args)
@@ -235,7 +272,7 @@ class Database:
 
     def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """For command-line tools and start-up: run a read on the calling thread."""
-        return fn(self._connection(), *args)
+        return self._run_read(fn, args)
 
     def write_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """For command-line tools, start-up and worker threads: a write on this thread."""

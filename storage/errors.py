@@ -6,6 +6,8 @@ Every layer raises these; `server/errors.py` maps each to its HTTP status and th
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -65,3 +67,44 @@ class Unavailable(OpenWriteError):
 
     status = 503
     code = "unavailable"
+
+
+class RepositoryCorrupt(OpenWriteError):
+    """A novel's repository holds data Git cannot read (a damaged object, ref or pack).
+
+    A fault of the server's storage, not of the request, and not one a retry cures: the
+    novel must be restored from a clone or a backup. Logged when answered.
+    """
+
+    status = 500
+    code = "repository_corrupt"
+
+
+# Below this much free space, a write that failed without saying why is taken for a full disk.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def storage_full(action: str) -> Unavailable:
+    return Unavailable(f"Could not {action}: the storage is full", code="storage_full")
+
+
+def storage_read_only(action: str) -> Unavailable:
+    return Unavailable(
+        f"Could not {action}: the storage is read-only or not writable",
+        code="storage_read_only",
+    )
+
+
+def unavailable_by_filesystem(where: Path, action: str) -> Unavailable | None:
+    """Ask the filesystem under `where` why a write failed, when the failure does not say
+    (libgit2 sometimes loses the OS error; SQLite reports some as plain I/O errors):
+    read-only, or nearly full. None if neither."""
+    try:
+        stats = os.statvfs(where)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return storage_read_only(action)
+    if stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES:
+        return storage_full(action)
+    return None

@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pygit2
 from pygit2.enums import DeltaStatus, FileMode, RepositoryOpenFlag, SortMode
 
-from storage.errors import Conflict, Invalid, NotFound, Unavailable
+from storage.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    RepositoryCorrupt,
+    Unavailable,
+    storage_full,
+    storage_read_only,
+    unavailable_by_filesystem,
+)
 
 BRANCH = "refs/heads/main"
 LOCK_FILE = "openwrite.lock"
@@ -63,7 +74,14 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 _FULL_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
 _READ_ONLY_TEXTS = tuple(os.strerror(e) for e in _READ_ONLY_ERRNOS)
-_LOW_SPACE_BYTES = 1 << 20
+# libgit2's words for data it cannot read: an object that does not inflate, parse or
+# match its id, one a tree or commit names that is missing, a damaged ref or pack.
+_DAMAGE_TEXTS = (
+    "inflat", "hash mismatch", "malformed", "failed to parse", "corrupt", "truncated",
+    "no match for id", "bad packfile", "invalid pack",
+)  # fmt: skip
+
+T = TypeVar("T")
 
 _durable = False
 
@@ -72,6 +90,18 @@ class HeadMoved(Conflict):
     """`main` is no longer at the commit the caller built on; rebuild and retry."""
 
     code = "head_moved"
+
+
+def _reports_damage(method: Callable[..., T]) -> Callable[..., T]:
+    """A damaged repository met inside `method` becomes RepositoryCorrupt, naming the
+    novel and the object, instead of a bare pygit2 error."""
+
+    @functools.wraps(method)
+    def checked(self: NovelRepository, *args: Any, **kwargs: Any) -> T:
+        with _damage_reported(self.path):
+            return method(self, *args, **kwargs)
+
+    return checked
 
 
 def enable_durability() -> None:
@@ -251,6 +281,7 @@ class NovelRepository:
 
     # -- reading ---------------------------------------------------------------
 
+    @_reports_damage
     def head(self) -> str:
         """The commit id `main` points to, read fresh from disk."""
         ref = self._repo.references.get(BRANCH)
@@ -264,10 +295,15 @@ class NovelRepository:
             return False
         try:
             obj = self._repo.get(rev.lower())
-        except (ValueError, KeyError, pygit2.GitError):
+        except (ValueError, KeyError, pygit2.GitError) as exc:
+            # An id we hold but cannot read is damage, not an unknown revision.
+            damage = _damage(self.path, exc)
+            if damage is not None:
+                raise damage from exc
             return False
         return isinstance(obj, pygit2.Commit)
 
+    @_reports_damage
     def read_text(self, path: str, rev: str | None = None) -> FileText | None:
         """The UTF-8 text of `path` at `rev` (default: head); None if no such file."""
         tree = self._commit(rev).tree
@@ -286,6 +322,7 @@ class NovelRepository:
             ) from exc
         return FileText(path=path, text=text, blob=str(entry.id))
 
+    @_reports_damage
     def files(self, rev: str | None = None, prefix: str | None = None) -> dict[str, str]:
         """Every file (recursively) at `rev` → its blob id, sorted by path.
 
@@ -315,6 +352,7 @@ class NovelRepository:
                     found[f"{where}{entry.name}"] = str(entry.id)
         return dict(sorted(found.items()))
 
+    @_reports_damage
     def changed_paths(self, old: str | None, new: str) -> list[str]:
         """Sorted paths whose content differs between two commits (old None = empty).
 
@@ -331,26 +369,31 @@ class NovelRepository:
             paths.add(delta.new_file.path)
         return sorted(paths)
 
+    @_reports_damage
     def merge_base(self, a: str, b: str) -> str | None:
         """The best common ancestor of two commits, None if histories are unrelated."""
         base = self._repo.merge_base(self._commit(a).id, self._commit(b).id)
         return str(base) if base is not None else None
 
+    @_reports_damage
     def is_ancestor(self, a: str, b: str) -> bool:
         """True if `a` is in `b`'s history (a commit is its own ancestor)."""
         a_id, b_id = self._commit(a).id, self._commit(b).id
         return a_id == b_id or self._repo.descendant_of(b_id, a_id)
 
+    @_reports_damage
     def log(self, rev: str | None = None) -> Iterator[Revision]:
         """History from `rev` (default: head), newest first, parents after children."""
         start = self._commit(rev).id
         walker = self._repo.walk(start, SortMode.TOPOLOGICAL | SortMode.TIME)
-        return (_revision(commit) for commit in walker)
+        return _damage_checked(self.path, (_revision(commit) for commit in walker))
 
+    @_reports_damage
     def revision(self, rev: str) -> Revision:
         """One commit as history shows it."""
         return _revision(self._commit(rev))
 
+    @_reports_damage
     def commits_between(self, old: str | None, new: str) -> list[Revision]:
         """Commits in `new`'s history but not in `old`'s, oldest first, parents first."""
         walker = self._repo.walk(self._commit(new).id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
@@ -358,11 +401,13 @@ class NovelRepository:
             walker.hide(self._commit(old).id)
         return [_revision(commit) for commit in walker]
 
+    @_reports_damage
     def file_changes(self, rev: str) -> list[FileChange]:
         """What `rev` changed against its first parent (a root commit: against nothing)."""
         parents = self._commit(rev).parent_ids
         return self.changes_between(str(parents[0]) if parents else None, rev)
 
+    @_reports_damage
     def changes_between(self, old: str | None, new: str) -> list[FileChange]:
         """The files that differ between two commits (`old` None: the empty tree), sorted.
 
@@ -392,6 +437,7 @@ class NovelRepository:
             )
         return sorted(changes, key=lambda change: change.path)
 
+    @_reports_damage
     def blob_text(self, blob: str) -> str | None:
         """The UTF-8 text of a blob; None if it is not UTF-8 (an image, say)."""
         try:
@@ -418,6 +464,7 @@ class NovelRepository:
 
     # -- writing ---------------------------------------------------------------
 
+    @_reports_damage
     def write_commit(
         self,
         *,
@@ -444,6 +491,7 @@ class NovelRepository:
         with _storage_errors(f"write a commit in {self.path}", self.path):
             return str(self._commit_tree(tree, parents, changes, author, message, trailers))
 
+    @_reports_damage
     def advance_head(self, new: str, expected: str, *, reason: str = "sync") -> None:
         """Move `main` from `expected` to `new`, atomically against other processes.
 
@@ -713,45 +761,69 @@ def _storage_errors(action: str, where: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, pygit2.GitError) as exc:
-        mapped = _unavailable(exc, action) or _unavailable_by_filesystem(where, action)
+        if _is_damage(exc):
+            raise  # reported by _damage_reported, whatever room the disk has left
+        mapped = _unavailable(exc, action) or unavailable_by_filesystem(where, action)
         if mapped is None:
             raise
         raise mapped from exc
+
+
+@contextmanager
+def _damage_reported(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (pygit2.GitError, KeyError) as exc:
+        damage = _damage(path, exc)
+        if damage is None:
+            raise
+        raise damage from exc
+
+
+def _damage_checked(path: Path, items: Iterator[T]) -> Iterator[T]:
+    """`items`, a lazy walk over the repository, with damage reported as it is met."""
+    with _damage_reported(path):
+        yield from items
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """True if `exc` is libgit2 failing to read what the repository holds.
+
+    A corrupt object is a GitError in words (`_DAMAGE_TEXTS`); a missing one is a
+    KeyError carrying its id, from a lookup of an id a tree or commit gave us.
+    """
+    if isinstance(exc, pygit2.GitError):
+        text = str(exc)
+        return any(t in text for t in _DAMAGE_TEXTS)
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        return _HEX_ID.fullmatch(str(exc.args[0])) is not None
+    return False
+
+
+def _damage(path: Path, exc: BaseException) -> RepositoryCorrupt | None:
+    if not _is_damage(exc):
+        return None
+    reason = str(exc) if isinstance(exc, pygit2.GitError) else f"{exc.args[0]}: object missing"
+    found = _HEX_ID.search(reason)
+    obj = found.group(0) if found else None
+    reason = reason.removeprefix(f"{obj}: ")  # libgit2 starts with the id; say it once
+    novel = path.name.removesuffix(".git")
+    what = f"Git object {obj}" if obj else "Git data"
+    return RepositoryCorrupt(
+        f"The repository of novel {novel} is damaged: {what} cannot be read ({reason}). "
+        "Restore the novel from a clone or a backup; `git fsck` lists what is affected",
+        details={"novel_id": novel, "object": obj, "reason": reason},
+    )
 
 
 def _unavailable(exc: BaseException, action: str) -> Unavailable | None:
     number = getattr(exc, "errno", None)
     text = str(exc)
     if number in _FULL_ERRNOS or any(t in text for t in _FULL_TEXTS):
-        return _full(action)
+        return storage_full(action)
     if number in _READ_ONLY_ERRNOS or any(t in text for t in _READ_ONLY_TEXTS):
-        return _read_only(action)
+        return storage_read_only(action)
     return None
-
-
-def _unavailable_by_filesystem(where: Path, action: str) -> Unavailable | None:
-    # libgit2 sometimes loses the OS error on a failed write (pygit2 then says
-    # "no error"), so ask the filesystem itself what state it is in.
-    try:
-        stats = os.statvfs(where)
-    except OSError:
-        return None
-    if stats.f_flag & os.ST_RDONLY:
-        return _read_only(action)
-    if stats.f_bavail * stats.f_frsize < _LOW_SPACE_BYTES:
-        return _full(action)
-    return None
-
-
-def _full(action: str) -> Unavailable:
-    return Unavailable(f"Could not {action}: the storage is full", code="storage_full")
-
-
-def _read_only(action: str) -> Unavailable:
-    return Unavailable(
-        f"Could not {action}: the storage is read-only or not writable",
-        code="storage_read_only",
-    )
 
 
 def _missing(path: Path) -> NotFound:
