@@ -121,9 +121,10 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     # Git is the truth for content: a crash between a commit and its SQLite write
     # leaves the index behind Git, and this brings it back before serving.
     report = await library.call(check_novels, db, settings.repositories_dir)
-    if report.repaired or report.missing:
-        log.warning("start-up check: %d novels rebuilt from Git, %d without a repository",
-                    len(report.repaired), len(report.missing))  # fmt: skip
+    if report.repaired or report.missing or report.damaged:
+        log.warning("start-up check: %d novels rebuilt from Git, %d without a repository,"
+                    " %d with a damaged repository (served as they are)",
+                    len(report.repaired), len(report.missing), len(report.damaged))  # fmt: skip
     app[LIBRARY] = library
     # Word counting builds its Unicode classes on first use (~0.2 s of CPU); build them
     # now rather than inside the first syncs, several at once, holding the GIL.

@@ -138,7 +138,9 @@ def reindex(args: argparse.Namespace) -> int:
     print(f"checked {report.checked} novels, rebuilt {len(report.repaired)} from Git")
     for novel_id in report.missing:
         print(f"novel {novel_id}: no repository found", file=sys.stderr)
-    return 1 if report.missing else 0
+    for novel_id in report.damaged:
+        print(f"novel {novel_id}: its repository is damaged (see the log)", file=sys.stderr)
+    return 1 if report.missing or report.damaged else 0
 
 
 def maintenance(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 import apsw
 
 from storage import content_index, history
-from storage.db import Database, query_one
-from storage.errors import NotFound
+from storage.db import Database, Row, query_one
+from storage.errors import NotFound, RepositoryCorrupt
 from storage.repository import BRANCH, NovelRepository, novel_lock
 
 log = logging.getLogger("openwrite.reindex")
@@ -26,6 +26,8 @@ class ReindexReport:
     # Novels whose revision index gained rows (the head's revisions were missing).
     histories: list[str] = field(default_factory=list)
     unlocked: list[str] = field(default_factory=list)
+    # Novels whose repository Git cannot read: left as they are, the others go on.
+    damaged: list[str] = field(default_factory=list)
 
 
 def clear_stale_ref_lock(path: Path, *, timeout: float = 60.0) -> bool:
@@ -65,34 +67,42 @@ def reindex_novel(db: Database, repo: NovelRepository, novel_id: str) -> str:
     return head
 
 
+def _check_novel(db: Database, root: Path, row: Row, force: bool, report: ReindexReport) -> None:
+    try:
+        repo = NovelRepository.open(root / f"{row['id']}.git")
+        if clear_stale_ref_lock(repo.path):
+            report.unlocked.append(row["id"])
+            log.warning("novel %s: removed a ref lock left by a crash", row["id"])
+        repo.head()  # a repository without `main` is as good as missing
+    except NotFound:
+        report.missing.append(row["id"])
+        log.error("novel %s has no repository at %s", row["id"], root)
+        return
+    # Reading a long history takes minutes: done first, without the lock, so that
+    # `admin reindex` beside a live server does not hold up its syncs.
+    plan = history.plan_history(db, repo, row["id"], full=force)
+    # Under the novel's lock: a live server's commits must not land between reading
+    # Git and replacing the rows.
+    with repo.lock(timeout=60.0):
+        head = repo.head()
+        if force or head != row["head"]:
+            reindex_novel(db, repo, row["id"])
+            report.repaired.append(row["id"])
+            if not force:
+                log.warning("novel %s: index was at %s, Git at %s; rebuilt from Git",
+                            row["id"], row["head"], head)  # fmt: skip
+        if history.apply_history(db, repo, row["id"], plan):
+            report.histories.append(row["id"])
+
+
 def check_novels(db: Database, root: Path, *, force: bool = False) -> ReindexReport:
     """Compare every novel's SQLite head with Git and rebuild those that differ (all if `force`)."""
     report = ReindexReport()
     for row in db.read_sync(content_index.novel_heads):
         report.checked += 1
         try:
-            repo = NovelRepository.open(root / f"{row['id']}.git")
-            if clear_stale_ref_lock(repo.path):
-                report.unlocked.append(row["id"])
-                log.warning("novel %s: removed a ref lock left by a crash", row["id"])
-            repo.head()  # a repository without `main` is as good as missing
-        except NotFound:
-            report.missing.append(row["id"])
-            log.error("novel %s has no repository at %s", row["id"], root)
-            continue
-        # Reading a long history takes minutes: done first, without the lock, so that
-        # `admin reindex` beside a live server does not hold up its syncs.
-        plan = history.plan_history(db, repo, row["id"], full=force)
-        # Under the novel's lock: a live server's commits must not land between reading
-        # Git and replacing the rows.
-        with repo.lock(timeout=60.0):
-            head = repo.head()
-            if force or head != row["head"]:
-                reindex_novel(db, repo, row["id"])
-                report.repaired.append(row["id"])
-                if not force:
-                    log.warning("novel %s: index was at %s, Git at %s; rebuilt from Git",
-                                row["id"], row["head"], head)  # fmt: skip
-            if history.apply_history(db, repo, row["id"], plan):
-                report.histories.append(row["id"])
+            _check_novel(db, root, row, force, report)
+        except RepositoryCorrupt as exc:
+            report.damaged.append(row["id"])
+            log.error("novel %s: %s", row["id"], exc.message)
     return report
