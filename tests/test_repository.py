@@ -656,3 +656,67 @@ def test_cost_of_one_durable_commit_is_printed(novel: NovelRepository) -> None:
 
     print(f"\nwrite_commit+advance_head with fsync: {elapsed / rounds * 1000:.2f} ms average")
     assert len(list(novel.log())) == rounds + 1
+
+
+# -- durability: what is fsynced -------------------------------------------------------
+
+
+def _loose_files(repo: Path) -> set[Path]:
+    objects = repo / "objects"
+    return {p for p in objects.glob("??/*") if len(p.parent.name) == 2}
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every path os.fsync is called on, in order (the real fsync still runs)."""
+    seen: list[Path] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return seen
+
+
+def test_a_commit_fsyncs_every_object_it_wrote_and_their_directories(
+    novel: NovelRepository, fsynced: list[Path]
+) -> None:
+    """The server's fsyncs replace libgit2's: each new loose object, the objects/xx
+    directory that names it and objects/ itself are synced before write_commit returns,
+    the moved ref and refs/heads/ before advance_head returns."""
+    before = _loose_files(novel.path)
+    head = novel.head()
+    commit = novel.write_commit(
+        parent=head,
+        changes={"chapters/new-one.md": "A new chapter.\n", "locations/port.md": "Port.\n"},
+        author=ANN,
+        message="Two new files in two folders",
+    )
+    written = _loose_files(novel.path) - before
+    # two blobs, two new subtrees, the root tree, the commit
+    assert len(written) == 6
+    assert written <= set(fsynced)
+    assert {p.parent for p in written} <= set(fsynced)
+    assert novel.path / "objects" in fsynced
+    fsynced.clear()
+
+    novel.advance_head(commit, head)
+
+    assert fsynced == [novel.path / "refs/heads/main", novel.path / "refs/heads"]
+
+
+def test_a_new_repository_is_synced_whole_before_it_is_renamed_into_place(
+    tmp_path: Path, fsynced: list[Path]
+) -> None:
+    created = NovelRepository.create(
+        tmp_path / "whole.git", files=FIRST_FILES, author=ANN, message="Create"
+    )
+    staging = {p for p in fsynced if p.parent == tmp_path and p.name.startswith(".whole.git")}
+    assert len(staging) == 1  # synced while it was still the staging directory
+    root = staging.pop()
+    on_disk = {p.relative_to(created.path) for p in created.path.rglob("*")}
+    synced = {p.relative_to(root) for p in fsynced if p.is_relative_to(root) and p != root}
+    assert on_disk <= synced, sorted(on_disk - synced)
+    assert fsynced[-1] == tmp_path  # the rename itself
