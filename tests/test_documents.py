@@ -167,3 +167,32 @@ def test_rendering_is_lossless_and_stable(meta, body):
     assert document.body == body
     assert document.meta == meta
     assert render_document(document.meta, document.body, CHAPTER_KEYS) == text
+
+
+_FRONT_MATTERS = [
+    "id: 01hz\ntitle: The Lamp Room\nnumber: 5\nweight: 5\nstatus: draft\ndraft: true",
+    'title: "Quoted: with colon"\ndate: 2024-05-01T10:00:00+02:00\nday: 2024-05-01',
+    "title: 'single ''quoted'''\ntags: [sea, night]\nnested: {a: 1, b: [x, y]}",
+    "title: Zoë «Ünïcode» 漢字\nsummary: |\n  two lines\n  of text\nfolded: >\n  one\n  line",
+    "n: 0x1F\nf: 1.5e3\ninf: .inf\nnull_one: ~\nyes_word: yes\noctal: 0o17\nempty:",
+    "anchor: &a [1, 2]\nref: *a\nkey with spaces: value\n'quoted key': 1",
+]
+
+
+@pytest.mark.parametrize("front", _FRONT_MATTERS)
+def test_the_c_parser_loads_what_the_python_parser_loads(front: str) -> None:
+    """Front matter is parsed by libyaml when PyYAML has it: the values must not change."""
+    import yaml
+
+    from storage import documents
+
+    class PurePython(yaml.SafeLoader):
+        pass
+
+    PurePython.yaml_implicit_resolvers = documents._Loader.yaml_implicit_resolvers
+    PurePython.yaml_constructors = documents._Loader.yaml_constructors
+    assert yaml.__with_libyaml__, "PyYAML without libyaml: parsing is slower than measured"
+    for text in (front, front + "\n"):
+        assert yaml.load(text, Loader=documents._Loader) == yaml.load(text, Loader=PurePython)
+    expected = yaml.load(front + "\n", Loader=PurePython)
+    assert parse_document(f"---\n{front}\n---\nBody\n").meta == expected
