@@ -26,7 +26,7 @@ from server.events import EventHub
 from server.middleware import authenticate, cors, cors_headers, errors
 from server.models import Health
 from server.openapi import build_openapi
-from server.state import DB, EVENTS, HTTP, LIBRARY, SECRETS, SETTINGS
+from server.state import DB, EVENTS, GIT_SLOTS, HTTP, LIBRARY, SECRETS, SETTINGS
 from storage.db import open_database, query_one
 from storage.errors import Unavailable
 from storage.keyring import ensure_key_verifier
@@ -93,6 +93,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[GIT_SLOTS] = asyncio.Semaphore(settings.git_max_processes)
     endpoints = all_endpoints()
     app[ENDPOINTS] = endpoints
     app[OPENAPI] = build_openapi(endpoints, version=server_version())

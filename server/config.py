@@ -29,6 +29,10 @@ class Settings:
     sqlite_readers: int = 4
     loose_object_threshold: int = 1000
     git_timeout_seconds: int = 600
+    # Git processes (upload-pack) one server process runs at once; a request beyond them
+    # waits up to git_queue_seconds for a slot, then is a 503 `git_busy`.
+    git_max_processes: int = 8
+    git_queue_seconds: int = 30
     # How long an AI completion's token reservation holds if it is never settled.
     ai_reservation_seconds: int = 900
     secret_key: str | None = field(default=None, repr=False)

@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, StringConstraints
 
 from server.endpoints import Call, Endpoint, UnsupportedMediaType
-from server.state import LIBRARY, SETTINGS
+from server.state import GIT_SLOTS, LIBRARY, SETTINGS
 from storage.access import Level, authorize_novel
 from storage.errors import Forbidden, NotFound, OpenWriteError, TooLarge, Unauthorized
 
@@ -66,6 +66,13 @@ class GitTimeout(OpenWriteError):
 class GitFailed(OpenWriteError):
     status = 503
     code = "git_failed"
+
+
+class GitBusy(OpenWriteError):
+    """Every Git slot of this server stayed taken for `git_queue_seconds`."""
+
+    status = 503
+    code = "git_busy"
 
 
 class GitRefused(OpenWriteError):
@@ -210,6 +217,25 @@ async def upload_pack(
     `git_timeout_seconds` (a stalled body, a stuck Git, a client that stops reading), the
     exchange ends; Git is killed whenever the exchange ends before it does.
     """
+    settings = request.app[SETTINGS]
+    slots = request.app[GIT_SLOTS]
+    try:
+        # A burst of clones queues here rather than starting a Git process each.
+        await asyncio.wait_for(slots.acquire(), settings.git_queue_seconds)
+    except TimeoutError:
+        raise GitBusy(
+            f"the server is running {settings.git_max_processes} Git processes; try again",
+            details={"retry_after": 5},
+        ) from None
+    try:
+        return await _upload_pack(request, repository, protocol, body=body, preamble=preamble)
+    finally:
+        slots.release()
+
+
+async def _upload_pack(
+    request: web.Request, repository: Path, protocol: str | None, *, body: bool, preamble: bytes
+) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     args = ["git", "upload-pack", "--strict", "--stateless-rpc"]
     if not body:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -18,3 +20,5 @@ SECRETS = web.AppKey("secrets", SecretBox)
 # One outgoing HTTP client for the whole app (AI providers), closed on clean-up.
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 EVENTS = web.AppKey("events", EventHub)
+# Slots for Git child processes (settings.git_max_processes).
+GIT_SLOTS = web.AppKey("git_slots", asyncio.Semaphore)

@@ -129,6 +129,15 @@ async def until_no_upload_pack(repository: Path) -> None:
     raise AssertionError(f"git processes still running in {repository}")
 
 
+async def until_upload_pack(repository: Path) -> None:
+    """Wait for a Git process of the server to be running in `repository`."""
+    for _ in range(600):
+        if upload_pack_processes(repository):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no git process started in {repository}")
+
+
 def v2_fetch_request(want: str) -> bytes:
     """A protocol v2 `fetch` of one commit, all in one request (`done`)."""
     return (
@@ -770,3 +779,41 @@ async def test_the_openapi_document_describes_the_git_routes_and_their_content_t
     assert {"401", "404", "413"} <= set(upload["responses"])
     push = document["paths"]["/git/{novel_id}.git/git-receive-pack"]["post"]
     assert "403" in push["responses"]
+
+
+async def test_git_processes_beyond_the_limit_wait_then_get_a_503(
+    aiohttp_client, settings: Settings
+):
+    """One slot: a stalled fetch holds it, the next request queues for its second and is
+    told to come back (503 `git_busy`, Retry-After); once the slot frees, Git answers."""
+    client = await aiohttp_client(
+        create_app(replace(settings, git_max_processes=1, git_queue_seconds=1,
+                           git_timeout_seconds=3))
+    )  # fmt: skip
+    ann = await sign_up(client)
+    novel = await new_novel(ann)
+    path = client.app[LIBRARY].path(novel["id"])
+    head = await head_of(ann, novel["id"])
+    request = pkt_line(b"command=fetch\n") + b"0001" + pkt_line(f"want {head}\n".encode())
+    reader, writer = await raw_request(
+        client,
+        f"/git/{novel['id']}.git/git-upload-pack",
+        {**ann.headers, "Content-Type": "application/x-git-upload-pack-request",
+         "Git-Protocol": "version=2", "Transfer-Encoding": "chunked"},
+        f"{len(request):x}\r\n".encode() + request + b"\r\n",
+    )  # fmt: skip
+    try:
+        await until_upload_pack(path)
+        refs = f"/git/{novel['id']}.git/info/refs?service=git-upload-pack"
+        busy = await client.get(refs, headers=ann.headers)
+        assert busy.status == 503, await busy.text()
+        assert busy.headers["Retry-After"] == "5"
+        assert (await busy.json())["error"]["code"] == "git_busy"
+        status_line = await reader.readline()  # the stalled fetch times out, freeing the slot
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    finally:
+        writer.close()
+    await until_no_upload_pack(path)
+    answer = await client.get(refs, headers=ann.headers)
+    assert answer.status == 200
+    assert b"git-upload-pack" in await answer.read()
