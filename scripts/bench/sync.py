@@ -207,7 +207,7 @@ async def http_load(
     rate: float | None = None,
 ) -> Run:  # fmt: skip
     """`clients` devices back to back, or (`rate`: syncs per second in all) paced."""
-    run = Run("HTTP sync" if rate is None else f"HTTP sync, paced at {rate:.1f}/s")
+    run = Run("HTTP sync" if rate is None else f"HTTP sync, paced: {rate:.1f}/s due")
     per_novel = -(-clients // len(novel_ids))
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -433,9 +433,10 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
     slowdown = first.http.rate / last.http.rate if last.http.rate else float("inf")
     met_ratio = all(r.ratio >= GOAL_RATIO for r in results)
     met_p99 = all(r.http.percentile(0.99) < GOAL_P99_MS for r in results)
-    met_paced = all(r.paced.percentile(0.99) < GOAL_P99_MS for r in results)
-    paced_ok = all(r.paced.rate >= 0.95 * GOAL_RATIO * r.storage.rate for r in results)
-    kept = "" if paced_ok else ": the devices did not keep the pace"
+    # A paced sync is timed from when it was due, so a server that falls behind the pace
+    # shows in p99; the rate served differs from the pace by Poisson noise only.
+    met_paced = all(r.paced.percentile(0.99) < GOAL_P99_MS and not r.paced.errors
+                    for r in results)  # fmt: skip
     met_history = slowdown <= GOAL_HISTORY
     lines += [
         "",
@@ -443,7 +444,7 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
         f" ({'met' if met_ratio else 'missed'}); p99 < {GOAL_P99_MS:.0f} ms with the"
         f" {args.clients} devices syncing back to back ({'met' if met_p99 else 'missed'}),"
         f" and with them paced to send {GOAL_RATIO:.0%} of the storage limit in all"
-        f" ({'met' if met_paced and paced_ok else 'missed'}{kept});"
+        f" ({'met' if met_paced else 'missed'});"
         f" {last.history} commits of history within"
         f" {GOAL_HISTORY}x of {first.history} ({slowdown:.2f}x:"
         f" {'met' if met_history else 'missed'}).",
