@@ -638,16 +638,18 @@ async def raw_request(
     return reader, writer
 
 
-async def test_a_request_body_that_stalls_ends_in_408_and_kills_upload_pack(
-    impatient: TestClient,
-):
-    ann = await sign_up(impatient)
+async def stalled_fetch(
+    client: TestClient,
+) -> tuple[tuple[Writer, dict], Path, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A new writer's novel, and a fetch of it whose chunked body never ends: its
+    upload-pack waits for the rest until the server gives up on it."""
+    ann = await sign_up(client)
     novel = await new_novel(ann)
-    path = impatient.app[LIBRARY].path(novel["id"])
+    path = client.app[LIBRARY].path(novel["id"])
     head = await head_of(ann, novel["id"])
     request = pkt_line(b"command=fetch\n") + b"0001" + pkt_line(f"want {head}\n".encode())
     reader, writer = await raw_request(
-        impatient,
+        client,
         f"/git/{novel['id']}.git/git-upload-pack",
         {
             **ann.headers,
@@ -657,6 +659,13 @@ async def test_a_request_body_that_stalls_ends_in_408_and_kills_upload_pack(
         },
         f"{len(request):x}\r\n".encode() + request + b"\r\n",
     )
+    return (ann, novel), path, reader, writer
+
+
+async def test_a_request_body_that_stalls_ends_in_408_and_kills_upload_pack(
+    impatient: TestClient,
+):
+    _, path, reader, writer = await stalled_fetch(impatient)
     try:
         status_line = await reader.readline()
         assert status_line.startswith(b"HTTP/1.1 408"), status_line
@@ -790,18 +799,7 @@ async def test_git_processes_beyond_the_limit_wait_then_get_a_503(
         create_app(replace(settings, git_max_processes=1, git_queue_seconds=1,
                            git_timeout_seconds=3))
     )  # fmt: skip
-    ann = await sign_up(client)
-    novel = await new_novel(ann)
-    path = client.app[LIBRARY].path(novel["id"])
-    head = await head_of(ann, novel["id"])
-    request = pkt_line(b"command=fetch\n") + b"0001" + pkt_line(f"want {head}\n".encode())
-    reader, writer = await raw_request(
-        client,
-        f"/git/{novel['id']}.git/git-upload-pack",
-        {**ann.headers, "Content-Type": "application/x-git-upload-pack-request",
-         "Git-Protocol": "version=2", "Transfer-Encoding": "chunked"},
-        f"{len(request):x}\r\n".encode() + request + b"\r\n",
-    )  # fmt: skip
+    (ann, novel), path, reader, writer = await stalled_fetch(client)
     try:
         await until_upload_pack(path)
         refs = f"/git/{novel['id']}.git/info/refs?service=git-upload-pack"

@@ -354,43 +354,33 @@ class Result:
         return self.http.rate / self.storage.rate if self.storage.rate else 0.0
 
 
+def served(
+    data_dir: Path, headers: dict, novel_ids: list[str], args: argparse.Namespace,
+    paragraph_count: int, **load: Path | float | None,
+) -> Run:  # fmt: skip
+    """`http_load` against a server started on `data_dir` for it, stopped after."""
+    server = start_server(data_dir)
+    try:
+        return asyncio.run(
+            http_load(
+                server, headers, novel_ids, args.clients, args.duration, paragraph_count, **load
+            )  # fmt: skip
+        )
+    finally:
+        server.stop()
+
+
 def measure(args: argparse.Namespace, history: int, work: Path) -> Result:
     data_dir = work / f"history-{history}"
     chapter = long_chapter(random.Random(1))
     paragraph_count = chapter.count("\n\nP") + 1
     print(f"history {history}: creating {args.novels} novels, growing history ...", flush=True)
     headers, novel_ids = prepare(data_dir, args.novels, history, chapter)
-    server = start_server(data_dir)
-    try:
-        http = asyncio.run(
-            http_load(
-                server,
-                headers,
-                novel_ids,
-                args.clients,
-                args.duration,
-                paragraph_count,
-                args.profile and args.profile / f"server-history-{history}.txt",
-            )  # fmt: skip
-        )
-    finally:
-        server.stop()
+    profile = args.profile and args.profile / f"server-history-{history}.txt"
+    http = served(data_dir, headers, novel_ids, args, paragraph_count, profile=profile)
     storage = storage_limit(data_dir, novel_ids, args.duration, paragraph_count, args.clients)
-    server = start_server(data_dir)
-    try:
-        paced = asyncio.run(
-            http_load(
-                server,
-                headers,
-                novel_ids,
-                args.clients,
-                args.duration,
-                paragraph_count,
-                rate=GOAL_RATIO * storage.rate,
-            )  # fmt: skip
-        )
-    finally:
-        server.stop()
+    rate = GOAL_RATIO * storage.rate
+    paced = served(data_dir, headers, novel_ids, args, paragraph_count, rate=rate)
     result = Result(history, http, storage, paced)
     for run in (http, storage, paced):
         cpu = f", server CPU {run.server_cpu:.2f} cores" if run.server_cpu is not None else ""
