@@ -177,13 +177,15 @@ async def device(
     n = 0
     due = time.perf_counter()
     while loop.time() < stop_at:
+        if rate is not None:
+            due += rng.expovariate(rate)
+            if due - time.perf_counter() >= stop_at - loop.time():
+                break  # due after the end: not part of this run
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
         n += 1
         text = one_word_edit(text, rng, paragraphs, f"{name}{phase[0]}{n}")
         body = {"device_id": name, "op_id": f"{phase}-{n}", "base": base,
                 "changes": [{"path": CHAPTER, "content": text}]}  # fmt: skip
-        if rate is not None:
-            due += rng.expovariate(rate)
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
         began = time.perf_counter() if rate is None else due
         async with session.post(path, json=body, headers=headers) as response:
             answer = await response.json()
