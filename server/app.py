@@ -101,7 +101,15 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_route(endpoint.method, endpoint.path, bind(endpoint))
     app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_storage)
+    app.on_shutdown.append(_end_event_streams)
     return app
+
+
+async def _end_event_streams(app: web.Application) -> None:
+    """Close every open `GET /events` stream as shutdown begins: aiohttp waits for open
+    handlers before clean-up, and a stream only ends when it is told to."""
+    if EVENTS in app:
+        await app[EVENTS].stop()
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

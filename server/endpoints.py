@@ -140,6 +140,10 @@ async def read_json(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(f"the body is larger than {limit} bytes", details={"limit": limit}) from None
+    except ConnectionResetError:
+        # The client went away mid-upload (a device going offline): nothing to answer,
+        # and not a fault of the server's.
+        raise BadRequest("the request body broke off", code="request_body_broken") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

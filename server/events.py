@@ -34,18 +34,23 @@ class EventHub:
         self._wake = asyncio.Event()
         self._seq = 0
         self._task: asyncio.Task | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         self._seq = await self.db.read(feed.latest_seq)
         self._task = asyncio.create_task(self._run(), name="event-hub")
 
     async def stop(self) -> None:
+        """End the poller and every stream, also one still being opened."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         for listener in list(self._listeners):
+            if listener.queue.full():  # a stalled reader: the end matters more than an event
+                listener.queue.get_nowait()
             listener.queue.put_nowait(None)
 
     def poke(self) -> None:
@@ -59,6 +64,8 @@ class EventHub:
         )
         listener = Listener(user_id, organizations)
         self._listeners.add(listener)
+        if self._stopped:  # shutting down while this stream was being opened
+            listener.queue.put_nowait(None)
         try:
             yield listener
         finally:
