@@ -218,7 +218,7 @@ def _record(
                 edit.device_id,
                 edit.op_id,
                 digest,
-                json.dumps(answer),
+                json.dumps(_stored(answer), separators=(",", ":")),
                 edit.user_id,
                 moment,
             ),
@@ -253,10 +253,29 @@ def find_operation(conn: apsw.Connection, novel_id: str, device_id: str, op_id: 
     )
 
 
+def _stored(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer as kept for a replay: each file by its blob id, not its text. A chapter
+    is tens of KB and Git keeps every version anyway; a row stays a few hundred bytes."""
+    files = [{"path": f["path"], "blob": f["blob"]} for f in answer["files"]]
+    return {**answer, "files": files}
+
+
 def _replay(row: dict, digest: str) -> dict[str, Any]:
     if row["request_hash"] != digest:
         raise Conflict("this op_id was already used for a different request", code="op_id_reused")
     return json.loads(row["response"])
+
+
+def _with_texts(repo: NovelRepository, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored files given their texts back from their blobs (rows written before answers
+    were stored by blob still hold the text)."""
+    filled = []
+    for f in files:
+        if "content" not in f:
+            text = None if f["blob"] is None else repo.blob_text(f["blob"])
+            f = {"path": f["path"], "content": text, "blob": f["blob"]}
+        filled.append(f)
+    return filled
 
 
 async def commit_changes(
@@ -299,7 +318,10 @@ async def commit_while_writing(
     if digest and edit.device_id:
         row = await db.read(find_operation, novel_id, edit.device_id, edit.op_id)
         if row is not None:
-            return _replay(row, digest)
+            answer = _replay(row, digest)
+            files = answer["files"]
+            answer["files"] = await library.run(novel_id, lambda repo: _with_texts(repo, files))
+            return answer
 
     indexed = await db.read(content_index.indexed_head, novel_id)
 

@@ -14,8 +14,10 @@ import pygit2
 import pytest
 
 from server.config import Settings
+from server.state import DB
 from storage.db import open_database, query, query_one
 from storage.reindex import check_novels
+from sync.engine import find_operation
 from tests.conftest import Writer
 from tests.servers import start_server
 
@@ -320,6 +322,12 @@ async def test_a_replayed_sync_answers_the_same_and_writes_nothing(ann: Writer, 
     assert status == 200 and again == first
     assert commit_count(settings, novel_id) == commits
     assert git_head(settings, novel_id) == first["head"]
+    # The kept answer names files by blob, not by text: replays read the text from Git.
+    stored = await ann.client.app[DB].read(
+        find_operation, novel_id, "laptop", "op-lost-answer"
+    )  # fmt: skip
+    assert CHAPTER in stored["response"] and "dark for ages" not in stored["response"]
+    assert any("dark for ages" in f["content"] for f in first["files"])
 
     changed = {**body, "changes": [{"path": CHAPTER, "content": "something else"}]}
     status, refused = await ann.call("POST", laptop.url, changed)
