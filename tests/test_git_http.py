@@ -638,6 +638,25 @@ async def raw_request(
     return reader, writer
 
 
+async def fetch_request(
+    client: TestClient, writer: Writer, novel_id: str, body: bytes, *, chunked: bool = False
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A protocol v2 upload-pack request on its own connection; `chunked` sends `body` as
+    one chunk with no end, so the server keeps waiting for the rest."""
+    framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(len(body))}
+    return await raw_request(
+        client,
+        f"/git/{novel_id}.git/git-upload-pack",
+        {
+            **writer.headers,
+            "Content-Type": "application/x-git-upload-pack-request",
+            "Git-Protocol": "version=2",
+            **framing,
+        },
+        f"{len(body):x}\r\n".encode() + body + b"\r\n" if chunked else body,
+    )
+
+
 async def stalled_fetch(
     client: TestClient,
 ) -> tuple[tuple[Writer, dict], Path, asyncio.StreamReader, asyncio.StreamWriter]:
@@ -648,17 +667,7 @@ async def stalled_fetch(
     path = client.app[LIBRARY].path(novel["id"])
     head = await head_of(ann, novel["id"])
     request = pkt_line(b"command=fetch\n") + b"0001" + pkt_line(f"want {head}\n".encode())
-    reader, writer = await raw_request(
-        client,
-        f"/git/{novel['id']}.git/git-upload-pack",
-        {
-            **ann.headers,
-            "Content-Type": "application/x-git-upload-pack-request",
-            "Git-Protocol": "version=2",
-            "Transfer-Encoding": "chunked",
-        },
-        f"{len(request):x}\r\n".encode() + request + b"\r\n",
-    )
+    reader, writer = await fetch_request(client, ann, novel["id"], request, chunked=True)
     return (ann, novel), path, reader, writer
 
 
@@ -679,17 +688,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_upload_pack_killed(
 ):
     ann = await sign_up(impatient)
     novel, path, commit = await big_novel(ann)
-    reader, writer = await raw_request(
-        impatient,
-        f"/git/{novel['id']}.git/git-upload-pack",
-        {
-            **ann.headers,
-            "Content-Type": "application/x-git-upload-pack-request",
-            "Git-Protocol": "version=2",
-            "Content-Length": str(len(v2_fetch_request(commit))),
-        },
-        v2_fetch_request(commit),
-    )
+    reader, writer = await fetch_request(impatient, ann, novel["id"], v2_fetch_request(commit))
     try:
         assert (await reader.readline()).startswith(b"HTTP/1.1 200")
         assert upload_pack_processes(path)
@@ -707,17 +706,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_upload_pack_killed(
 async def test_a_client_that_hangs_up_mid_clone_stops_upload_pack(client: TestClient):
     ann = await sign_up(client)
     novel, path, commit = await big_novel(ann)
-    reader, writer = await raw_request(
-        client,
-        f"/git/{novel['id']}.git/git-upload-pack",
-        {
-            **ann.headers,
-            "Content-Type": "application/x-git-upload-pack-request",
-            "Git-Protocol": "version=2",
-            "Content-Length": str(len(v2_fetch_request(commit))),
-        },
-        v2_fetch_request(commit),
-    )
+    reader, writer = await fetch_request(client, ann, novel["id"], v2_fetch_request(commit))
     assert (await reader.readline()).startswith(b"HTTP/1.1 200")
     await reader.read(64 * 1024)
     writer.transport.abort()
