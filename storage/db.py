@@ -101,17 +101,8 @@ def immediate(conn: apsw.Connection) -> Iterator[apsw.Connection]:
         raise
 
 
-@contextmanager
-def storage_errors(path: Path) -> Iterator[None]:
-    """A full or read-only disk under the database becomes Unavailable (503
-    `storage_full` / `storage_read_only`), as it does under a repository."""
-    try:
-        yield
-    except (apsw.FullError, apsw.ReadOnlyError, apsw.IOError, apsw.CantOpenError) as exc:
-        mapped = _unavailable(exc, path)
-        if mapped is None:
-            raise
-        raise mapped from exc
+# SQLite's errors that a full or read-only disk causes; `_unavailable` tells which.
+_STORAGE_ERRORS = (apsw.FullError, apsw.ReadOnlyError, apsw.IOError, apsw.CantOpenError)
 
 
 def _unavailable(exc: apsw.Error, path: Path) -> Unavailable | None:
@@ -254,15 +245,28 @@ class Database:
                 self._connections.append(conn)
         return conn
 
+    # A full or read-only disk under the database is Unavailable (503 `storage_full` /
+    # `storage_read_only`), as under a repository. A plain try, not a context manager:
+    # every read and write of the server passes here.
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with storage_errors(self.path):
+        try:
             return fn(self._connection(), *args)
+        except _STORAGE_ERRORS as exc:
+            mapped = _unavailable(exc, self.path)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _run_write(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with storage_errors(self.path):
+        try:
             conn = self._connection()
             with immediate(conn):
                 return fn(conn, *args)
+        except _STORAGE_ERRORS as exc:
+            mapped = _unavailable(exc, self.path)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._readers.run(self._run_read, fn, args)
