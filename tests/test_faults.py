@@ -446,13 +446,21 @@ def empty_the_wal(settings: Settings) -> None:
     assert os.path.getsize(f"{settings.database_path}-wal") == 0
 
 
-async def test_a_full_data_directory_refuses_writes_keeps_reads_and_loses_nothing(
+async def server_on_small_disk(
     mounts: Mounts, aiohttp_client, tmp_path: Path
-) -> None:
+) -> tuple[Settings, TestClient, Writer]:
+    """A server whose whole data directory is a 4 MB tmpfs, and a writer signed up on it."""
     data = mounts.tmpfs(tmp_path / "data", "4m")
     settings = Settings(data_dir=data, scrypt_n=2**12)
     client = await aiohttp_client(create_app(settings))
-    ann = await sign_up(client)
+    return settings, client, await sign_up(client)
+
+
+async def test_a_full_data_directory_refuses_writes_keeps_reads_and_loses_nothing(
+    mounts: Mounts, aiohttp_client, tmp_path: Path
+) -> None:
+    settings, client, ann = await server_on_small_disk(mounts, aiohttp_client, tmp_path)
+    data = settings.data_dir
     a, b = await new_novel(ann, "On a full disk"), await new_novel(ann, "Also on it")
     empty_the_wal(settings)
     filler = fill(data)
@@ -513,10 +521,8 @@ async def test_the_openapi_document_lists_the_fault_statuses_of_the_routes_that_
 async def test_reads_on_a_full_disk_answer_when_the_token_stamp_is_due(
     mounts: Mounts, aiohttp_client, tmp_path: Path
 ) -> None:
-    data = mounts.tmpfs(tmp_path / "data", "4m")
-    settings = Settings(data_dir=data, scrypt_n=2**12)
-    client = await aiohttp_client(create_app(settings))
-    ann = await sign_up(client)
+    settings, client, ann = await server_on_small_disk(mounts, aiohttp_client, tmp_path)
+    data = settings.data_dir
     novel = await new_novel(ann, "Read on a full disk")
     conn = connect(settings.database_path)
     try:
