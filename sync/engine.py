@@ -315,15 +315,19 @@ async def commit_while_writing(
     can slip in between and be overwritten.
     """
     digest = request_hash(base, changes, edit.message) if edit.op_id else None
-    if digest and edit.device_id:
-        row = await db.read(find_operation, novel_id, edit.device_id, edit.op_id)
-        if row is not None:
-            answer = _replay(row, digest)
-            files = answer["files"]
-            answer["files"] = await library.run(novel_id, lambda repo: _with_texts(repo, files))
-            return answer
+    replayable = bool(digest and edit.device_id)
 
-    indexed = await db.read(content_index.indexed_head, novel_id)
+    def before(conn: apsw.Connection) -> tuple[dict | None, str | None]:
+        """In one read: the first answer to this operation, if any, and SQLite's head."""
+        row = find_operation(conn, novel_id, edit.device_id, edit.op_id) if replayable else None
+        return row, content_index.indexed_head(conn, novel_id)
+
+    row, indexed = await db.read(before)
+    if row is not None:
+        answer = _replay(row, digest)
+        files = answer["files"]
+        answer["files"] = await library.run(novel_id, lambda repo: _with_texts(repo, files))
+        return answer
 
     def work(repo: NovelRepository) -> Reconciled:
         return reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
