@@ -321,16 +321,21 @@ async def test_a_revoked_token_is_401(ann: Writer):
     assert (await ann.call("DELETE", f"/api/v1/tokens/{created['id']}"))[0] == 404
 
 
-async def test_an_expired_token_is_401(ann: Writer, settings: Settings):
-    created = await new_token(ann, ["read"])
+def expire_token(settings: Settings, token_id: str) -> None:
+    """Move an access token's expiry a second into the past, straight in the database."""
     conn = connect(settings.database_path)
     try:
         conn.execute(
             "UPDATE personal_access_token SET expires_at = ? WHERE id = ?",
-            ((datetime.now(UTC) - timedelta(seconds=1)).isoformat(), created["id"]),
+            ((datetime.now(UTC) - timedelta(seconds=1)).isoformat(), token_id),
         )
     finally:
         conn.close()
+
+
+async def test_an_expired_token_is_401(ann: Writer, settings: Settings):
+    created = await new_token(ann, ["read"])
+    expire_token(settings, created["id"])
     status, body = await as_writer(ann, created["token"]).call("GET", "/api/v1/me")
     assert status == 401 and body["error"]["code"] == "invalid_token"
 

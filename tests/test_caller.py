@@ -4,7 +4,6 @@ middleware (raw routes, coroutine handlers) or inside a one-read endpoint's read
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -12,8 +11,8 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.config import Settings
 from server.endpoints import PRINCIPAL
-from storage.db import connect
 from tests.conftest import Writer, sign_up
+from tests.test_accounts import expire_token
 
 
 def as_token(writer: Writer, token: str) -> Writer:
@@ -48,14 +47,7 @@ async def test_a_listing_refuses_a_token_the_moment_it_is_revoked(ann: Writer):
 
 async def test_a_listing_refuses_an_expired_token(ann: Writer, settings: Settings):
     created = await new_token(ann, ["read"])
-    conn = connect(settings.database_path)
-    try:
-        conn.execute(
-            "UPDATE personal_access_token SET expires_at = ? WHERE id = ?",
-            ((datetime.now(UTC) - timedelta(seconds=1)).isoformat(), created["id"]),
-        )
-    finally:
-        conn.close()
+    expire_token(settings, created["id"])
     status, body = await as_token(ann, created["token"]).call("GET", "/api/v1/novels")
     assert status == 401 and body["error"]["code"] == "invalid_token"
 
