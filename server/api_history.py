@@ -127,5 +127,6 @@ ENDPOINTS = [
              " commit on the head); answers like a sync", "history", body=hm.RestoreBody,
              response=SyncAnswer, errors=(403, 404)),
     Endpoint("GET", NOVEL + "/stats", stats, "Words now, per UTC day and per chapter", "history",
-             response=hm.StatsAnswer, auth="optional", errors=(404,)),
+             response=hm.StatsAnswer, auth="optional", errors=(404,),
+             quick=False),  # it sums a whole history: not on the event loop
 ]  # fmt: skip

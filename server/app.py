@@ -118,7 +118,11 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings.repositories_dir.mkdir(parents=True, exist_ok=True)
     enable_durability()
     box = SecretBox(load_server_key(settings.data_dir, settings.secret_key))
-    db = open_database(settings.database_path, readers=settings.sqlite_readers)
+    db = open_database(
+        settings.database_path,
+        readers=settings.sqlite_readers,
+        quick_reads=settings.sqlite_quick_reads,
+    )
     try:
         db.write_sync(ensure_key_verifier, box)
     except BaseException:

@@ -1,8 +1,8 @@
 """Who is calling: the bearer credential of a request, the principal behind it, and the
 credential's last-used stamp.
 
-`identify` is a plain function for a reader thread, so the authentication middleware can
-run it on its own, or a one-read endpoint together with its read (one thread hop, not two).
+`identify` is a plain function of a connection, so the authentication middleware can run
+it on its own, or a one-read endpoint together with its read (one read call, not two).
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     sqlite_readers: int = 4
+    # Bounded reads (tokens, rows, pages) on the event loop's own never-waiting
+    # connection rather than a reader thread; false sends every read to the threads.
+    sqlite_quick_reads: bool = True
     loose_object_threshold: int = 1000
     git_timeout_seconds: int = 600
     # Git processes (upload-pack) one server process runs at once; a request beyond them

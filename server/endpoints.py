@@ -5,8 +5,9 @@ An `Endpoint` names its method, path, pydantic models, status codes and auth nee
 request, calls the handler with a `Call`, and serializes the answer.
 
 A handler is a coroutine taking the `Call`, or, when all its work is one read, a plain
-function of `(conn, call)`: a one-read endpoint. That runs on a reader thread, where one
-call resolves the caller's token, reads, and validates and serializes the answer.
+function of `(conn, call)`: a one-read endpoint. One call resolves the caller's token,
+reads, and validates and serializes the answer: a quick read (`Database.read_quick`, on
+the event loop's own connection) unless the endpoint says its read may be slow.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     # Answers something other than JSON (files, streams): documented by `content_type`.
     content_type: str = "application/json"
+    # A one-read handler whose read is bounded (lookups, a page) runs as a quick read, on
+    # the event loop; False (a whole history's statistics) sends it to a reader thread.
+    quick: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -252,13 +256,14 @@ def bind(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResp
 
 
 async def _one_read(call: Call, endpoint: Endpoint, credential: Credential | None) -> str | None:
-    """A one-read endpoint's answer, all of it made by one reader call: the token resolved
-    and checked, the handler's read, the response validated and serialized. The event loop
-    gets one string rather than rows to convert (which cost it more than twice the CPU
-    they cost the reader thread that has just built them)."""
+    """A one-read endpoint's answer, all of it made by one read call: the token resolved
+    and checked, the handler's read, the response validated and serialized. On a reader
+    thread, the event loop gets one string rather than rows to convert (which cost it more
+    than twice the CPU they cost the reader thread that has just built them)."""
+    read = call.db.read_quick if endpoint.quick else call.db.read
     if credential is None:
-        return await call.db.read(_read_answer, endpoint, call)
-    resolved, text, error = await call.db.read(_identify_and_answer, endpoint, call, credential)
+        return await read(_read_answer, endpoint, call)
+    resolved, text, error = await read(_identify_and_answer, endpoint, call, credential)
     await touch_if_due(call.db, resolved)
     if error is not None:
         raise error
@@ -284,7 +289,7 @@ def _identify_and_answer(
 
 
 async def _resolve_caller(call: Call, endpoint: Endpoint, credential: Credential) -> None:
-    resolved = await call.db.read(identify, credential)
+    resolved = await call.db.read_quick(identify, credential)
     call.principal = call.request[PRINCIPAL] = resolved.principal
     await touch_if_due(call.db, resolved)
     check_access(endpoint, call.principal)

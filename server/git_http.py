@@ -137,7 +137,7 @@ async def readable_repository(call: Call) -> Path:
     """The novel's repository if the caller may read it; Git gets a Basic challenge first."""
     novel_id = call.params["novel_id"]
     try:
-        await call.db.read(authorize_novel, call.principal, novel_id, Level.READ)
+        await call.db.read_quick(authorize_novel, call.principal, novel_id, Level.READ)
     except NotFound:
         if call.principal is None:
             # Not public: maybe readable with credentials. Git asks for them on a 401 only.

@@ -123,7 +123,7 @@ async def authenticate(request: web.Request, handler) -> web.StreamResponse:  # 
         request[CREDENTIAL] = credential
     else:
         db = request.app[DB]
-        resolved = await db.read(identify, credential)
+        resolved = await db.read_quick(identify, credential)
         await touch_if_due(db, resolved)
         request[PRINCIPAL] = resolved.principal
     return await handler(request)

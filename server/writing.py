@@ -15,7 +15,7 @@ from sync.engine import Edit
 
 async def novel_for(call: Call, need: Level) -> Row:
     """The novel named in the path, if the caller may act on it at `need`."""
-    return await call.request.app[DB].read(
+    return await call.request.app[DB].read_quick(
         authorize_novel, call.principal, call.params["novel_id"], need
     )
 
@@ -24,7 +24,7 @@ async def edit_for(
     call: Call, message: str, *, device_id: str | None = None, op_id: str | None = None
 ) -> Edit:
     """A commit by the calling writer, with their name and email as Git's author."""
-    user = await call.request.app[DB].read(accounts.get_user, call.user_id)
+    user = await call.request.app[DB].read_quick(accounts.get_user, call.user_id)
     return Edit(
         user_id=user["id"],
         author=Author(user["name"], user["email"]),

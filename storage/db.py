@@ -4,6 +4,12 @@ Reads run as small functions on a pool of threads, each with its own connection;
 every write runs on one writer thread inside `BEGIN IMMEDIATE`, so a
 read-then-write never fails with SQLITE_BUSY_SNAPSHOT and the event loop never
 waits on SQLite. Other processes on the same file are held off by the busy timeout.
+
+A quick read (`read_quick`: a few index lookups, a bounded page) runs on the event
+loop's own connection instead, whose busy timeout is zero: in WAL mode a reader takes
+no lock a writer holds, so it never waits; in the rare moment SQLite does answer busy
+(another process recovering the WAL, say) the read goes to a reader thread. That saves
+the thread hop, which cost more than the read (docs/benchmarks.md, "Quick reads").
 """
 
 from __future__ import annotations
@@ -39,15 +45,19 @@ def _dict_rows(cursor: apsw.Cursor, row: tuple[Any, ...]) -> Row:
     return {d[0]: v for d, v in zip(cursor.get_description(), row, strict=True)}
 
 
-def connect(path: Path | str) -> apsw.Connection:
+def connect(path: Path | str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> apsw.Connection:
     """Open one connection configured the way the whole server expects."""
     conn = apsw.Connection(str(path))
-    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    conn.execute("PRAGMA journal_mode = WAL")
-    # FULL: an acknowledged sync's bookkeeping (conflict records, idempotency rows)
-    # must survive a power cut, not only a process crash.
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        conn.set_busy_timeout(busy_timeout_ms)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: an acknowledged sync's bookkeeping (conflict records, idempotency rows)
+        # must survive a power cut, not only a process crash.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
     conn.row_trace = _dict_rows
     return conn
 
@@ -227,8 +237,9 @@ class Database:
     and commits, or rolls back if `fn` raises (so a refused request writes nothing).
     """
 
-    def __init__(self, path: Path | str, *, readers: int = 4):
+    def __init__(self, path: Path | str, *, readers: int = 4, quick_reads: bool = True):
         self.path = Path(path)
+        self.quick_reads = quick_reads
         self._local = threading.local()
         self._connections: list[apsw.Connection] = []
         self._lock = threading.Lock()
@@ -245,12 +256,24 @@ class Database:
                 self._connections.append(conn)
         return conn
 
+    def _quick_connection(self) -> apsw.Connection:
+        """This thread's connection that never waits for a lock (busy timeout zero)."""
+        conn = getattr(self._local, "quick", None)
+        if conn is None:
+            conn = connect(self.path, busy_timeout_ms=0)
+            self._local.quick = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
     # A full or read-only disk under the database is Unavailable (503 `storage_full` /
     # `storage_read_only`), as under a repository. A plain try, not a context manager:
     # every read and write of the server passes here.
-    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _run_read(
+        self, fn: Callable[..., T], args: tuple[Any, ...], conn: apsw.Connection | None = None
+    ) -> T:
         try:
-            return fn(self._connection(), *args)
+            return fn(conn or self._connection(), *args)
         except _STORAGE_ERRORS as exc:
             mapped = _unavailable(exc, self.path)
             if mapped is None:
@@ -270,6 +293,27 @@ class Database:
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._readers.run(self._run_read, fn, args)
+
+    async def read_quick(self, fn: Callable[..., T], *args: Any) -> T:
+        """`read` for a bounded read of a few index lookups (a token, a row, a page):
+        run here, on the event loop's thread, unless SQLite would make it wait.
+
+        `fn` may run twice (here, busy, then on a reader thread), so it must not do
+        anything but read. Slow or unbounded reads (statistics over a whole history, a
+        scan) belong in `read`: this one holds up every other request while it runs.
+        """
+        if not self.quick_reads:
+            return await self.read(fn, *args)
+        if self._closed:
+            raise RuntimeError("the database is closed")
+        try:
+            conn = self._quick_connection()
+        except apsw.BusyError:  # even opening it met a lock: let a reader thread wait
+            return await self.read(fn, *args)
+        try:
+            return self._run_read(fn, args, conn)
+        except apsw.BusyError:
+            return await self.read(fn, *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._writer.run(self._run_write, fn, args)
@@ -295,7 +339,7 @@ class Database:
             self._connections.clear()
 
 
-def open_database(path: Path | str, *, readers: int = 4) -> Database:
+def open_database(path: Path | str, *, readers: int = 4, quick_reads: bool = True) -> Database:
     """Open (creating if needed) and migrate the database at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -304,4 +348,4 @@ def open_database(path: Path | str, *, readers: int = 4) -> Database:
         migrate(conn)
     finally:
         conn.close()
-    return Database(path, readers=readers)
+    return Database(path, readers=readers, quick_reads=quick_reads)

@@ -77,3 +77,77 @@ async def test_closing_finishes_queued_reads_and_refuses_new_ones(tmp_path: Path
     with pytest.raises(RuntimeError):
         await db.read(lambda conn: None)
     db.close()
+
+
+async def test_a_quick_read_runs_on_the_event_loops_thread_and_raises_to_the_caller(db: Database):
+    db.write_sync(lambda conn: conn.execute("INSERT INTO shelf VALUES (1, 'Dune')"))
+    here = threading.current_thread().name
+
+    def titles(conn: apsw.Connection) -> tuple[str, list]:
+        return threading.current_thread().name, query(conn, "SELECT title FROM shelf")
+
+    assert await db.read_quick(titles) == (here, [{"title": "Dune"}])
+    # It sees a write committed after its connection opened.
+    await db.write(lambda conn: conn.execute("INSERT INTO shelf VALUES (2, 'Emma')"))
+    assert (await db.read_quick(titles))[1] == [{"title": "Dune"}, {"title": "Emma"}]
+    with pytest.raises(apsw.SQLError):
+        await db.read_quick(query, "SELECT * FROM no_such_table")
+    db.close()
+    with pytest.raises(RuntimeError):
+        await db.read_quick(titles)
+
+
+async def test_quick_reads_can_be_turned_off(tmp_path: Path):
+    db = open_database(tmp_path / "openwrite.db", readers=1, quick_reads=False)
+    try:
+        name = await db.read_quick(lambda conn: threading.current_thread().name)
+        assert name.startswith("sqlite-read")
+    finally:
+        db.close()
+
+
+async def test_a_quick_read_that_would_wait_for_a_lock_waits_on_a_reader_thread(tmp_path: Path):
+    """Another process holding the database in exclusive locking mode: the event loop's
+    connection cannot even open, the read waits on a reader thread (busy timeout) instead,
+    and the loop keeps running meanwhile."""
+    path = tmp_path / "openwrite.db"
+    db = open_database(path, readers=1)
+    db.write_sync(lambda conn: conn.execute("CREATE TABLE shelf (id INTEGER)"))
+    db.close()
+    db = open_database(path, readers=1)
+    holder = apsw.Connection(str(path))
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE; INSERT INTO shelf VALUES (7); COMMIT")  # keeps the lock
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    threading.Timer(0.3, holder.close).start()
+    try:
+        name, rows = await db.read_quick(
+            lambda conn: (threading.current_thread().name, query(conn, "SELECT id FROM shelf"))
+        )
+        assert name.startswith("sqlite-read") and rows == [{"id": 7}]
+        assert ticks >= 5  # the loop ran while the read waited for the lock
+    finally:
+        ticker.cancel()
+        db.close()
+
+
+async def test_a_quick_read_answered_busy_is_read_again_on_a_reader_thread(db: Database):
+    threads = []
+
+    def busy_on_the_loop(conn: apsw.Connection) -> str:
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
+            raise apsw.BusyError("database is locked")
+        return "read"
+
+    assert await db.read_quick(busy_on_the_loop) == "read"
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("sqlite-read")
