@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
 from storage.db import connect
+from storage.ids import now, parse_time
 from tests.conftest import Writer, sign_up
 from tests.db_snapshot import row_counts
 
@@ -398,3 +400,15 @@ async def test_leaving_the_active_team_forgets_it_in_the_session(ann: Writer):
     assert (await ann.call("DELETE", f"{members}/{ann.user['id']}"))[0] == 204
     _, me = await ann.call("GET", "/api/v1/me")
     assert me["active_team_id"] is None and me["active_organization_id"] is not None
+
+
+def test_now_is_rfc3339_utc_text_with_milliseconds_that_sorts_with_expiry_times():
+    """Token expiry is compared as text with `now()`: it must be the stored timestamps'
+    exact shape (a different shape would sort wrongly) and the current time."""
+    before = datetime.now(UTC)
+    stamp = now()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+    slack = timedelta(milliseconds=1)
+    assert before - slack <= parse_time(stamp) <= after + slack
+    assert stamp < in_days(1 / 24 / 60).replace("+00:00", "Z")
