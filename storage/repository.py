@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ _DAMAGE_TEXTS = (
 T = TypeVar("T")
 
 _durable = False
+# Characters of blob texts a repository instance keeps (`NovelRepository._blob_text`).
+_TEXTS_KEPT = 8 * 1024 * 1024
+# First parents `is_ancestor` looks through before it asks libgit2 to walk the graph.
+_FIRST_PARENT_STEPS = 32
 
 
 class HeadMoved(Conflict):
@@ -196,6 +201,11 @@ class NovelRepository:
     def __init__(self, path: Path, repo: pygit2.Repository):
         self.path = path
         self._repo = repo
+        # Blob texts read or written here, by id, newest last. A merged sync meets the
+        # same chapter versions again and again (the merge, the answer, the revision
+        # index), and each read inflates and hashes the whole file under the GIL.
+        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._texts_size = 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -317,14 +327,11 @@ class NovelRepository:
             return None
         if entry.filemode not in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
             return None
-        data = self._repo[entry.id].data
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Invalid(
-                f"{path} is not UTF-8 text", code="file_not_utf8", details={"path": path}
-            ) from exc
-        return FileText(path=path, text=text, blob=str(entry.id))
+        blob = str(entry.id)
+        text = self._blob_text(blob)
+        if text is None:
+            raise Invalid(f"{path} is not UTF-8 text", code="file_not_utf8", details={"path": path})
+        return FileText(path=path, text=text, blob=blob)
 
     @_reports_damage
     def files(self, rev: str | None = None, prefix: str | None = None) -> dict[str, str]:
@@ -382,8 +389,17 @@ class NovelRepository:
     @_reports_damage
     def is_ancestor(self, a: str, b: str) -> bool:
         """True if `a` is in `b`'s history (a commit is its own ancestor)."""
-        a_id, b_id = self._commit(a).id, self._commit(b).id
-        return a_id == b_id or self._repo.descendant_of(b_id, a_id)
+        a_id, commit = self._commit(a).id, self._commit(b)
+        b_id = commit.id
+        # A device's base is most often a recent head: a few steps down `b`'s first
+        # parents, where libgit2's merge-base walk would paint far more of the graph.
+        for _ in range(_FIRST_PARENT_STEPS):
+            if commit.id == a_id:
+                return True
+            if not commit.parent_ids:
+                break
+            commit = self._repo[commit.parent_ids[0]]
+        return self._repo.descendant_of(b_id, a_id)
 
     @_reports_damage
     def log(self, rev: str | None = None) -> Iterator[Revision]:
@@ -445,13 +461,9 @@ class NovelRepository:
     def blob_text(self, blob: str) -> str | None:
         """The UTF-8 text of a blob; None if it is not UTF-8 (an image, say)."""
         try:
-            data = self._repo[blob].data
+            return self._blob_text(blob)
         except (KeyError, ValueError) as exc:
             raise NotFound(f"No object {blob!r} in {self.path}", code="blob_missing") from exc
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
 
     def resolve(self, rev: str) -> str:
         """The full id of the commit `rev` names: 40 hex digits, or a unique prefix of 7+."""
@@ -545,6 +557,29 @@ class NovelRepository:
 
     # -- internals -------------------------------------------------------------
 
+    def _blob_text(self, blob: str) -> str | None:
+        """The UTF-8 text of the blob `blob` (an id), None if it is not UTF-8; remembered."""
+        text = self._texts.get(blob)
+        if text is not None:
+            self._texts.move_to_end(blob)
+            return text
+        # The object's own buffer: `Blob.data` would read and inflate the object again.
+        with memoryview(self._repo[blob]) as data:
+            try:
+                text = str(data, "utf-8")
+            except UnicodeDecodeError:
+                return None
+        self._remember(blob, text)
+        return text
+
+    def _remember(self, blob: str, text: str) -> None:
+        if blob in self._texts or len(text) > _TEXTS_KEPT:
+            return
+        self._texts[blob] = text
+        self._texts_size += len(text)
+        while self._texts_size > _TEXTS_KEPT:
+            self._texts_size -= len(self._texts.popitem(last=False)[1])
+
     def _commit(self, rev: str | None) -> pygit2.Commit:
         if rev is None:
             rev = self.head()
@@ -616,6 +651,7 @@ class NovelRepository:
                 ) from exc
             blob = self._repo.create_blob(data)
             written.append(blob)
+            self._remember(str(blob), text)
             builder.insert(name, blob, FileMode.BLOB)
         for name, sub in nested.items():
             existing = builder.get(name)
