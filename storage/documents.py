@@ -6,6 +6,7 @@ A document is `---`, a YAML mapping, `---`, then the Markdown body; writing is s
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ _OPENING_FENCE = re.compile(r"\A\ufeff?---[ \t]*\r?\n")
 # Never wrap: a wrapped summary would turn a one-word edit into a multi-line diff.
 _NO_WRAP = 2**31 - 1
 _ODD_LINE_BREAKS = frozenset("\r\x85\u2028\u2029")
+# Immutable values: a mapping of them is copied whole by `dict(...)`.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+# Front matter up to this long is remembered by its text (`_plain_front_matter`).
+_REMEMBERED_FRONT_MATTER = 4096
 
 
 def _without_timestamps(resolvers: dict[Any, list[tuple[str, Any]]]) -> dict:
@@ -113,7 +118,7 @@ def parse_document(text: str) -> Document:
             details={"reason": "unterminated"},
         )
     try:
-        meta = yaml.load(match.group("yaml"), Loader=_Loader)  # _Loader is a SafeLoader
+        meta = _load_front_matter(match.group("yaml"))
     except yaml.YAMLError as error:
         details: dict[str, Any] = {"reason": "not_yaml", "problem": str(error)}
         mark = getattr(error, "problem_mark", None)
@@ -132,6 +137,31 @@ def parse_document(text: str) -> Document:
             details={"reason": "not_a_mapping", "type": type(meta).__name__},
         )
     return Document(meta=meta, body=text[match.end() :])
+
+
+def _load_front_matter(source: str) -> Any:
+    """The YAML `source` loaded; as a new mapping each time, also when remembered.
+
+    A sync parses a chapter's front matter in every version it meets (the device's, the
+    base, the head, the merged one), and the versions of a chapter mostly hold the same:
+    a short mapping of plain values is loaded once (`_plain_front_matter`).
+    """
+    pairs = _plain_front_matter(source) if len(source) <= _REMEMBERED_FRONT_MATTER else None
+    if pairs is not None:
+        return dict(pairs)
+    return yaml.load(source, Loader=_Loader)  # _Loader is a SafeLoader
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_front_matter(source: str) -> tuple[tuple[Any, Any], ...] | None:
+    """The (key, value) pairs `source` loads to when it is a mapping of plain values
+    (immutable, so a copy of the mapping is a copy of all of it), else None."""
+    meta = yaml.load(source, Loader=_Loader)  # _Loader is a SafeLoader
+    if not isinstance(meta, dict) or any(
+        type(key) not in _PLAIN or type(value) not in _PLAIN for key, value in meta.items()
+    ):
+        return None
+    return tuple(meta.items())
 
 
 def render_yaml(value: Any) -> str:

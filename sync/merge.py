@@ -16,6 +16,9 @@ from storage.errors import Invalid
 from storage.words import split_lines, tokenize
 
 _ABSENT = object()
+# Types whose YAML follows from the type and Python's equality; not float, as 0.0 and -0.0
+# are equal and written differently.
+_PLAIN = frozenset({str, int, bool, type(None)})
 # `(start, end, tokens)`: one side replaces `base[start:end]` with `tokens`.
 _Edit = tuple[int, int, tuple[str, ...]]
 
@@ -122,7 +125,16 @@ def _write(path: str, meta: dict[str, Any], body: str, *sides: tuple[str, Docume
 
 
 def _same_meta(left: dict[str, Any], right: dict[str, Any]) -> bool:
-    return left.keys() == right.keys() and all(_value(left[k]) == _value(right[k]) for k in left)
+    return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+
+
+def _same(left: Any, right: Any) -> bool:
+    """True if two front-matter values (or `_ABSENT`) are the same YAML value."""
+    # Equal plain values are the same YAML: rendering them, the costly part of a merge's
+    # front matter, is only needed for the rest.
+    if left is right or (type(left) is type(right) and type(left) in _PLAIN and left == right):
+        return True
+    return _value(left) == _value(right)
 
 
 def _value(value: Any) -> str | None:
@@ -138,9 +150,9 @@ def _merge_meta(
     keys = list(dict.fromkeys([*ours, *theirs, *base]))
     for key in keys:
         b, o, t = (side.get(key, _ABSENT) for side in (base, ours, theirs))
-        if _value(o) == _value(t) or _value(t) == _value(b):
+        if _same(o, t) or _same(t, b):
             chosen = o
-        elif _value(o) == _value(b):
+        elif _same(o, b):
             chosen = t
         else:
             chosen = o
