@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Literal
 
-from storage.words import split_lines, tokenize, word_count
+from storage.words import changed_lines, split_lines, tokenize, word_count
 
 # Above this many token pairs, difflib's quadratic search is too slow to run on a request:
 # the region is reported as replaced instead. Unique-token anchoring keeps regions far
@@ -143,7 +143,10 @@ def word_changes(old: str, new: str) -> tuple[int, int]:
     word: a one-word edit in a 50 KB chapter costs a paragraph's tokens, not the book's.
     """
     added = removed = 0
-    a, b = split_lines(old), split_lines(new)
+    # The lines both texts begin and end with match as they are; only those between are
+    # cut into lines and matched (`matching_blocks` would take the same away first).
+    start, old_end, new_end = changed_lines(old, new)
+    a, b = split_lines(old[start:old_end]), split_lines(new[start:new_end])
     i = j = 0
     for a_start, b_start, size in [*matching_blocks(a, b), (len(a), len(b), 0)]:
         if i < a_start or j < b_start:

@@ -46,6 +46,8 @@ _HYPHENS = frozenset("-\u2010\u2011")
 _NUMBER_SEPARATORS = frozenset(".,")
 
 _LINE = re.compile(r"[^\n]*\n|[^\n]+")
+# Characters compared at a time when looking for where two versions of a text differ.
+_RUN = 2048
 
 # Markdown whose text is not prose a reader reads: link targets, images, autolinks,
 # bare URLs, reference definitions, HTML comments and tags.
@@ -149,16 +151,68 @@ def recount(old: str, old_words: int, new: str) -> int:
     """
     if "<" in old or "<" in new:
         return word_count(new)
-    a, b = split_lines(old), split_lines(new)
-    limit = min(len(a), len(b))
-    start = 0
-    while start < limit and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < limit - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    gone, came = "".join(a[start : len(a) - end]), "".join(b[start : len(b) - end])
-    return old_words - word_count(gone) + word_count(came)
+    start, old_end, new_end = changed_lines(old, new)
+    return old_words - word_count(old[start:old_end]) + word_count(new[start:new_end])
+
+
+def changed_lines(old: str, new: str) -> tuple[int, int, int]:
+    """`(start, old_end, new_end)`: `old[start:old_end]` became `new[start:new_end]`, and
+    the texts are the same before `start` and after the ends, both cut at line ends.
+
+    `start` is after every line both texts begin with; the lines after the ends are those
+    both end with, but the first of them may be left inside (kept out only when the texts
+    differ on that line's newline side). Found by comparing runs of characters, not lines:
+    a 50 KB chapter is not cut into lines to find a one-word edit.
+    """
+    limit = min(len(old), len(new))
+    start = old.rfind("\n", 0, _common_prefix(old, new, limit)) + 1
+    tail = _common_suffix(old, new, limit - start)
+    # The shared tail may begin mid-line in one text: its lines start after its first newline.
+    newline = old.find("\n", len(old) - tail) if tail else -1
+    if newline == -1:
+        return start, len(old), len(new)
+    after = len(old) - newline - 1
+    return start, len(old) - after, len(new) - after
+
+
+def _common_prefix(a: str, b: str, limit: int) -> int:
+    """How many first characters (at most `limit`) `a` and `b` share."""
+    done = 0
+    while done < limit:
+        step = min(done + _RUN, limit)
+        if a[done:step] != b[done:step]:
+            break
+        done = step
+    else:
+        return limit
+    lo, hi = done, step - 1  # the answer lies in [done, step - 1]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[done:mid] == b[done:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """How many last characters (at most `limit`) `a` and `b` share."""
+    done, la, lb = 0, len(a), len(b)
+    while done < limit:
+        step = min(done + _RUN, limit)
+        if a[la - step : la - done] != b[lb - step : lb - done]:
+            break
+        done = step
+    else:
+        return limit
+    lo, hi = done, step - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[la - mid : la - done] == b[lb - mid : lb - done]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass(frozen=True)
