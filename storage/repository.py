@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -551,9 +552,8 @@ class NovelRepository:
                         code="novel_busy",
                     ) from exc
                 raise
-            # The ref file was renamed into place: its content, then its directory entry.
-            _fsync_file(self.path / BRANCH)
-            _fsync_dir((self.path / BRANCH).parent)
+            # The ref file was renamed into place: its content and its directory entry.
+            _fsync_all([self.path / BRANCH], [(self.path / BRANCH).parent])
 
     # -- internals -------------------------------------------------------------
 
@@ -798,10 +798,15 @@ def _add_settings(config: Path) -> None:
             os.fsync(file.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path, *, missing_ok: bool = False) -> None:
     if not _durable:
         return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
     try:
         os.fsync(fd)
     finally:
@@ -823,34 +828,49 @@ def _fsync_file(path: Path) -> bool:
     return True
 
 
+# Threads for fsyncs issued together (`_fsync_all`): the filesystem flushes what they
+# wait for in one journal commit, where one after the other each waited for its own.
+_FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+
+
+def _fsync_all(files: Sequence[Path], folders: Sequence[Path] = ()) -> None:
+    """fsync `files` and `folders` all at once, and return when every one is durable; a
+    file or folder that is not there is passed over. Order among them does not matter:
+    nothing points at what they hold until the caller moves a ref, after this returns."""
+    jobs = [(_fsync_file, path) for path in files]
+    jobs += [(functools.partial(_fsync_dir, missing_ok=True), path) for path in folders]
+    if len(jobs) == 1:
+        jobs[0][0](jobs[0][1])
+    elif jobs:
+        for _ in _FLUSHERS.map(lambda job: job[0](job[1]), jobs):
+            pass  # a failure is raised here: the caller then moves no ref
+
+
 def _sync_objects(repo: Path, ids: list[pygit2.Oid]) -> None:
     """Make the objects just written durable: each loose file, the objects/xx
     directories holding them, and objects/ for a directory libgit2 had to create.
 
     An id without a loose file was already in the repository (libgit2 does not write
-    an object twice) or has been packed since by `git repack`, which fsyncs its packs.
+    an object twice) or has been packed since by `git repack`, which fsyncs its packs:
+    its directory is flushed all the same, which costs nothing when nothing changed.
     """
     if not _durable:
         return
     objects = repo / "objects"
-    folders = set()
-    for oid in ids:
-        text = str(oid)
-        if _fsync_file(objects / text[:2] / text[2:]):
-            folders.add(text[:2])
-    for folder in sorted(folders):
-        _fsync_dir(objects / folder)
-    _fsync_dir(objects)
+    names = {str(oid) for oid in ids}
+    folders = sorted({objects / name[:2] for name in names}) + [objects]
+    _fsync_all([objects / name[:2] / name[2:] for name in sorted(names)], folders)
 
 
 def _fsync_tree(root: Path) -> None:
-    """fsync every file and directory under `root`, deepest first, then `root`."""
+    """fsync every file and directory under `root`, `root` included."""
     if not _durable:
         return
-    for folder, _dirs, names in os.walk(root, topdown=False):
-        for name in names:
-            _fsync_file(Path(folder) / name)
-        _fsync_dir(Path(folder))
+    files, folders = [], []
+    for folder, _dirs, names in os.walk(root):
+        folders.append(Path(folder))
+        files.extend(Path(folder) / name for name in names)
+    _fsync_all(files, folders)
 
 
 @contextmanager
