@@ -33,7 +33,9 @@ def _not_modified_or(call: Call, blob: str, payload: Any) -> web.Response:
 
 
 async def _item(call: Call, kind: Kind, novel_id: str) -> dict:
-    row = await call.db.read(content_index.find_item, novel_id, kind.name, call.params["item_id"])
+    row = await call.db.read_quick(
+        content_index.find_item, novel_id, kind.name, call.params["item_id"]
+    )
     if row is None:
         raise NotFound(f"{kind.name} not found")
     return row
@@ -48,7 +50,7 @@ async def _check_parent(call: Call, novel_id: str, fields: dict[str, Any], own_i
     parent = fields.get("parent")
     if parent is None:
         return
-    row = await call.db.read(content_index.find_item, novel_id, LOCATION.name, parent)
+    row = await call.db.read_quick(content_index.find_item, novel_id, LOCATION.name, parent)
     if row is None or parent == own_id:
         raise Invalid(
             "parent must be the id of another location of this novel",

@@ -167,7 +167,7 @@ async def create_item(
         answer = await commit_while_writing(
             db, library, novel_id, {path: text}, edit, use_head=True
         )
-    row = await db.read(content_index.find_item, novel_id, kind.name, item_id)
+    row = await db.read_quick(content_index.find_item, novel_id, kind.name, item_id)
     return row, answer["head"]
 
 
@@ -192,7 +192,7 @@ async def update_item(
         answer = await commit_while_writing(
             db, library, novel_id, {item["path"]: text}, edit, use_head=True
         )
-    row = await db.read(content_index.find_item, novel_id, kind.name, item["id"])
+    row = await db.read_quick(content_index.find_item, novel_id, kind.name, item["id"])
     if row is None:  # the front-matter id changed hands; find the row by path
         row = await db.read(
             lambda conn: conn.execute(

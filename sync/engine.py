@@ -322,7 +322,7 @@ async def commit_while_writing(
         row = find_operation(conn, novel_id, edit.device_id, edit.op_id) if replayable else None
         return row, content_index.indexed_head(conn, novel_id)
 
-    row, indexed = await db.read(before)
+    row, indexed = await db.read_quick(before)
     if row is not None:
         answer = _replay(row, digest)
         files = answer["files"]
