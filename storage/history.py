@@ -303,7 +303,7 @@ def history_page_json(
     following, before = (after.path, after.seq) if after else (path, None)
     items: list[str] = []
     seqs: list[int] = []
-    positions: list[HistoryPosition] = []
+    positions: list[tuple[int, str | None]] = []  # made a HistoryPosition only if needed
     while len(seqs) <= limit:
         wanted = limit + 1 - len(seqs)
         batch = _revisions_before(conn, novel_id, following, before, wanted)
@@ -316,13 +316,13 @@ def history_page_json(
             before = seq
             if following is not None and old_path is not None:
                 following, renamed = old_path, True
-            positions.append(HistoryPosition(seq, following))
+            positions.append((seq, following))
             if renamed:
                 break
         if not renamed and len(batch) < wanted:
             break
-    more = len(seqs) > limit
-    return "[" + ",".join(items[:limit]) + "]", positions[limit - 1] if more else None
+    next_page = HistoryPosition(*positions[limit - 1]) if len(seqs) > limit else None
+    return "[" + ",".join(items[:limit]) + "]", next_page
 
 
 def _revisions_before(
