@@ -298,9 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose value is a key: base64url, so it may begin with "-", which argparse would
+# take for a flag of its own ("expected one argument").
+_KEY_FLAGS = frozenset({"--new-key"})
+
+
+def _keys_joined(argv: list[str]) -> list[str]:
+    """`--new-key KEY` as `--new-key=KEY`, so a key beginning with "-" is still a value."""
+    joined: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        value = next(rest, None) if arg in _KEY_FLAGS else None
+        joined.append(arg if value is None else f"{arg}={value}")
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_keys_joined(sys.argv[1:] if argv is None else argv))
     try:
         return args.run(args)
     except OpenWriteError as exc:

@@ -210,8 +210,11 @@ async def test_an_interrupted_rotation_is_finished_by_running_it_again(
             created = await api.connect(fake, "anthropic")
     finally:
         server.stop()
-    old_key, new_key = key_file(data_dir), ServerKey.generate().to_text()
-    assert rotate_key(data_dir, "--new-key", new_key).returncode == 0
+    # A key beginning with "-" (1 in 64 generated keys) is still the flag's value.
+    old_key, new_key = key_file(data_dir), ServerKey(b"\xf8" + os.urandom(31)).to_text()
+    assert new_key.startswith("-")
+    rotated = rotate_key(data_dir, "--new-key", new_key)
+    assert rotated.returncode == 0, rotated.stderr
     assert key_file(data_dir) == new_key
     # The state a crash between the commit and the rename leaves: the database is under
     # the new key, secret.key still holds the old one, the new one is staged beside it.
