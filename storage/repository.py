@@ -10,13 +10,14 @@ import errno
 import fcntl
 import functools
 import os
+import queue
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -828,22 +829,81 @@ def _fsync_file(path: Path) -> bool:
     return True
 
 
-# Threads for fsyncs issued together (`_fsync_all`): the filesystem flushes what they
-# wait for in one journal commit, where one after the other each waited for its own.
-_FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+class _Flushers:
+    """Threads that run fsyncs issued together (`_fsync_all`): the filesystem flushes
+    what they wait for in one journal commit, where one after the other each waited for
+    its own. A queue put per fsync and one wait for the lot: ThreadPoolExecutor's futures
+    cost ~1 ms of GIL-held CPU for a merged sync's 20 fsyncs (py-spy), more than the
+    flushing saved in CPU."""
+
+    def __init__(self, count: int):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._count = count
+        self._started = 0
+
+    def run(self, jobs: list[tuple[Callable[[Path], object], Path]]) -> None:
+        """Run every job, return when all have ended; raise the first failure, if any."""
+        self._start_threads()
+        batch = _Batch(len(jobs))
+        for fn, path in jobs:
+            self._jobs.put((fn, path, batch))
+        batch.done.wait()
+        if batch.failures:
+            raise batch.failures[0]
+
+    def _start_threads(self) -> None:
+        if self._started == self._count:
+            return
+        with self._lock:  # started on first use: no threads in a process that never writes
+            while self._started < self._count:
+                self._started += 1
+                name = f"fsync_{self._started}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            fn, path, batch = self._jobs.get()
+            try:
+                fn(path)
+            except BaseException as exc:  # handed to the waiting caller
+                batch.failures.append(exc)
+            finally:
+                batch.finish_one()
+            del fn, path, batch
+
+
+class _Batch:
+    def __init__(self, size: int):
+        self.left = size
+        self.failures: list[BaseException] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def finish_one(self) -> None:
+        with self._lock:
+            self.left -= 1
+            if self.left == 0:
+                self.done.set()
+
+
+_FLUSHERS = _Flushers(8)
 
 
 def _fsync_all(files: Sequence[Path], folders: Sequence[Path] = ()) -> None:
     """fsync `files` and `folders` all at once, and return when every one is durable; a
     file or folder that is not there is passed over. Order among them does not matter:
     nothing points at what they hold until the caller moves a ref, after this returns."""
-    jobs = [(_fsync_file, path) for path in files]
-    jobs += [(functools.partial(_fsync_dir, missing_ok=True), path) for path in folders]
+    jobs: list[tuple[Callable[[Path], object], Path]] = [(_fsync_file, path) for path in files]
+    jobs += [(_fsync_missing_ok_dir, path) for path in folders]
     if len(jobs) == 1:
         jobs[0][0](jobs[0][1])
     elif jobs:
-        for _ in _FLUSHERS.map(lambda job: job[0](job[1]), jobs):
-            pass  # a failure is raised here: the caller then moves no ref
+        _FLUSHERS.run(jobs)
+
+
+def _fsync_missing_ok_dir(path: Path) -> None:
+    _fsync_dir(path, missing_ok=True)
 
 
 def _sync_objects(repo: Path, ids: list[pygit2.Oid]) -> None:
