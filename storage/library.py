@@ -56,7 +56,10 @@ class Library:
 
     def _open_and_run(self, novel_id: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         repo = NovelRepository.open(self.path(novel_id))
-        return fn(repo, *args)
+        try:
+            return fn(repo, *args)
+        finally:
+            repo.close()
 
     async def run(self, novel_id: str, fn: Callable[..., T], *args: Any) -> T:
         """`fn(repository, *args)` on a Git thread, with the repository freshly opened there."""

@@ -78,6 +78,15 @@ def _check_novel(db: Database, root: Path, row: Row, force: bool, report: Reinde
         report.missing.append(row["id"])
         log.error("novel %s has no repository at %s", row["id"], root)
         return
+    try:
+        _bring_up_to_date(db, repo, row, force, report)
+    finally:
+        repo.close()
+
+
+def _bring_up_to_date(
+    db: Database, repo: NovelRepository, row: Row, force: bool, report: ReindexReport
+) -> None:
     # Reading a long history takes minutes: done first, without the lock, so that
     # `admin reindex` beside a live server does not hold up its syncs.
     plan = history.plan_history(db, repo, row["id"], full=force)

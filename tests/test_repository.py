@@ -721,3 +721,54 @@ def test_a_new_repository_is_synced_whole_before_it_is_renamed_into_place(
     synced = {p.relative_to(root) for p in fsynced if p.is_relative_to(root) and p != root}
     assert on_disk <= synced, sorted(on_disk - synced)
     assert fsynced[-1] == tmp_path  # the rename itself
+
+
+# -- releasing a repository -------------------------------------------------------------
+
+
+def test_a_closed_repository_lets_go_of_libgit2_at_once_and_stays_usable(
+    novel: NovelRepository,
+) -> None:
+    """pygit2's Repository sits in a reference cycle: without `close` its object database
+    and caches wait for a full garbage collection."""
+    head = novel.head()
+    text = novel.read_text("novel.md", head)
+    assert text is not None
+    novel.close()
+    # Usable after: libgit2 opens again what it needs.
+    assert novel.read_text("novel.md", head) == text
+    assert novel.head() == head
+    commit_and_advance(novel, {"chapters/after.md": "Written after a close.\n"})
+    assert novel.read_text("chapters/after.md") is not None
+    assert_fsck_clean(novel.path)
+
+
+async def test_the_library_closes_the_repository_of_every_call_even_a_failed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.library import Library  # noqa: PLC0415
+
+    NovelRepository.create(tmp_path / "n1.git", files=FIRST_FILES, author=ANN, message="Start")
+    closed: list[NovelRepository] = []
+    real_close = NovelRepository.close
+
+    def recording(self: NovelRepository) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(NovelRepository, "close", recording)
+    library = Library(tmp_path)
+    monkeypatch.setattr(library, "path", lambda novel_id: tmp_path / f"{novel_id}.git")
+    seen: list[NovelRepository] = []
+
+    def failing(repo: NovelRepository) -> None:
+        seen.append(repo)
+        raise LookupError("refused")
+
+    try:
+        assert await library.run("n1", lambda repo: seen.append(repo) or repo.head())
+        with pytest.raises(LookupError):
+            await library.run("n1", failing)
+        assert closed == seen and len(seen) == 2
+    finally:
+        library.close()
