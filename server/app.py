@@ -23,6 +23,7 @@ from server import (
 from server.config import Settings
 from server.endpoints import Call, Endpoint, bind, json_response
 from server.events import EventHub
+from server.memory import start_trimming
 from server.middleware import authenticate, cors, cors_headers, errors
 from server.models import Health
 from server.openapi import build_openapi
@@ -101,8 +102,16 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_route(endpoint.method, endpoint.path, bind(endpoint))
     app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_memory_trimmer)
     app.on_shutdown.append(_end_event_streams)
     return app
+
+
+async def _memory_trimmer(app: web.Application) -> AsyncIterator[None]:
+    task = start_trimming(app[SETTINGS].memory_trim_seconds)
+    yield
+    if task is not None:
+        task.cancel()
 
 
 async def _end_event_streams(app: web.Application) -> None:

@@ -42,6 +42,9 @@ class Settings:
     log_level: str = "INFO"
     # One line per request at INFO (~9 µs of CPU each); false leaves it out.
     access_log: bool = True
+    # Hand memory freed inside malloc's arenas back to the system this often (glibc's
+    # malloc_trim; server/memory.py); 0 never does.
+    memory_trim_seconds: int = 60
 
     @property
     def database_path(self) -> Path:
