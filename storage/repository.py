@@ -268,9 +268,9 @@ class NovelRepository:
 
         pygit2's Repository is in a reference cycle with its own collections (`branches`,
         `references`, ...), so only a full pass of the cyclic garbage collector frees it,
-        and in a long-running server those are rare: an hour-long soak grew ~1 MB a
-        minute with repositories of finished calls waiting (11 at one look). The
-        instance stays usable: libgit2 opens again what a later call needs.
+        and in a long-running server those are rare (11 repositories of finished calls
+        were waiting at one look into a soak server). The instance stays usable:
+        libgit2 opens again what a later call needs.
         """
         self._texts.clear()
         self._texts_size = 0
