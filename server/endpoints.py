@@ -25,6 +25,7 @@ from server.caller import Credential, identify, touch_if_due
 from server.state import DB, SETTINGS
 from storage.access import Principal
 from storage.accounts import Resolved
+from storage.db import Busy
 from storage.errors import Forbidden, Invalid, OpenWriteError, TooLarge, Unauthorized
 
 # Who is calling (None when anonymous); set before the handler runs, by the
@@ -284,6 +285,8 @@ def _identify_and_answer(
     try:
         check_access(endpoint, call.principal)
         return resolved, _read_answer(conn, endpoint, call), None
+    except Busy:
+        raise  # not an answer: `read_quick` reads it all again on a reader thread
     except Exception as exc:
         return resolved, None, exc
 

@@ -38,6 +38,9 @@ T = TypeVar("T")
 Row = dict[str, Any]
 
 BUSY_TIMEOUT_MS = 30_000
+# What SQLite raises when it would have to wait. `read_quick` catches it to read again on
+# a reader thread, so a read function that catches errors itself must let it through.
+Busy = apsw.BusyError
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -308,11 +311,11 @@ class Database:
             raise RuntimeError("the database is closed")
         try:
             conn = self._quick_connection()
-        except apsw.BusyError:  # even opening it met a lock: let a reader thread wait
+        except Busy:  # even opening it met a lock: let a reader thread wait
             return await self.read(fn, *args)
         try:
             return self._run_read(fn, args, conn)
-        except apsw.BusyError:
+        except Busy:
             return await self.read(fn, *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:

@@ -4,13 +4,16 @@ middleware (raw routes, coroutine handlers) or inside a one-read endpoint's read
 from __future__ import annotations
 
 import base64
+import threading
 
+import apsw
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
 from server.endpoints import PRINCIPAL
+from storage import novels
 from tests.conftest import Writer, sign_up
 from tests.test_accounts import expire_token
 
@@ -120,3 +123,25 @@ async def test_a_route_outside_the_endpoint_table_sees_the_caller_before_it_runs
     refused = await client.get("/probe", headers={"Authorization": f"Bearer {created['token']}"})
     assert refused.status == 401
     assert seen == [ann.user["id"], None]
+
+
+async def test_a_one_read_endpoint_answered_busy_on_the_loop_is_read_again_on_a_thread(
+    ann: Writer, monkeypatch
+):
+    """SQLite answering busy to the event loop's connection is not the caller's error:
+    the whole read, token included, runs again on a reader thread."""
+    await ann.call("POST", "/api/v1/novels", {"title": "Draft"})
+    real, threads = novels.list_novels, []
+
+    def busy_once(conn, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
+            raise apsw.BusyError("database is locked")
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(novels, "list_novels", busy_once)
+    status, listing = await ann.call("GET", "/api/v1/novels")
+    assert status == 200, listing
+    assert [n["title"] for n in listing["items"]] == ["Draft"]
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("sqlite-read")
