@@ -177,10 +177,23 @@ def changed_lines(old: str, new: str) -> tuple[int, int, int]:
 
 def _common_prefix(a: str, b: str, limit: int) -> int:
     """How many first characters (at most `limit`) `a` and `b` share."""
+    return _shared_length(lambda i, j: a[i:j] == b[i:j], limit)
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """How many last characters (at most `limit`) `a` and `b` share."""
+    la, lb = len(a), len(b)
+    return _shared_length(lambda i, j: a[la - j : la - i] == b[lb - j : lb - i], limit)
+
+
+def _shared_length(same: Callable[[int, int], bool], limit: int) -> int:
+    """The longest shared run (at most `limit`), given `same(i, j)`: whether the
+    characters i to j, counted from the end being compared, are the same in both texts.
+    Runs of `_RUN` characters first, then a binary search inside the first that differs."""
     done = 0
     while done < limit:
         step = min(done + _RUN, limit)
-        if a[done:step] != b[done:step]:
+        if not same(done, step):
             break
         done = step
     else:
@@ -188,27 +201,7 @@ def _common_prefix(a: str, b: str, limit: int) -> int:
     lo, hi = done, step - 1  # the answer lies in [done, step - 1]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[done:mid] == b[done:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    """How many last characters (at most `limit`) `a` and `b` share."""
-    done, la, lb = 0, len(a), len(b)
-    while done < limit:
-        step = min(done + _RUN, limit)
-        if a[la - step : la - done] != b[lb - step : lb - done]:
-            break
-        done = step
-    else:
-        return limit
-    lo, hi = done, step - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[la - mid : la - done] == b[lb - mid : lb - done]:
+        if same(done, mid):
             lo = mid
         else:
             hi = mid - 1
