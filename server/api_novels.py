@@ -5,8 +5,8 @@ from __future__ import annotations
 import apsw
 
 from server import models as m
-from server.endpoints import Call, Endpoint
-from server.pagination import decode_text_cursor, page
+from server.endpoints import Call, Endpoint, RawJSON
+from server.pagination import decode_text_cursor, page_json
 from server.state import LIBRARY
 from server.writing import authorized_write, edit_for, novel_for
 from storage import novels
@@ -47,7 +47,8 @@ def _personal_org(conn: apsw.Connection, user_id: str) -> str:
     return org_id
 
 
-def list_novels(conn: apsw.Connection, call: Call) -> dict:
+def list_novels(conn: apsw.Connection, call: Call) -> RawJSON:
+    """One read: the caller, the organization and the page, which SQLite writes as JSON."""
     query: m.NovelListQuery = call.query
     before = decode_text_cursor(query.cursor)
     user_id = call.principal.user_id if call.principal else None
@@ -60,7 +61,7 @@ def list_novels(conn: apsw.Connection, call: Call) -> dict:
     rows = novels.list_novels(
         conn, user_id, organization_id=org_id, limit=query.limit + 1, before=before
     )
-    return page(rows, query.limit)
+    return RawJSON(page_json(rows, query.limit))
 
 
 def get_novel(conn: apsw.Connection, call: Call) -> dict:

@@ -36,8 +36,9 @@ def decode_text_cursor(cursor: str | None) -> str | None:
     return position
 
 
-def page(rows: list[dict], limit: int, key: str = "id") -> dict[str, Any]:
-    """Rows fetched with `limit + 1`: the first `limit`, and a cursor if more exist."""
+def page_json(rows: list[tuple[str, str]], limit: int) -> str:
+    """A page of rows SQLite wrote as JSON, fetched as `(key, json)` with `limit + 1`: the
+    first `limit`, and a cursor after the last of them if more exist."""
     items = rows[:limit]
-    more = len(rows) > limit
-    return {"items": items, "next_cursor": encode_cursor(items[-1][key]) if more else None}
+    cursor = json.dumps(encode_cursor(items[-1][0])) if len(rows) > limit else "null"
+    return f'{{"items":[{",".join(item for _, item in items)}],"next_cursor":{cursor}}}'

@@ -6,7 +6,7 @@ from typing import Any
 
 import apsw
 
-from storage.db import Row, query, query_one
+from storage.db import Row, query_one, tuples
 from storage.errors import NotFound
 from storage.ids import new_id, now
 
@@ -55,8 +55,10 @@ def list_novels(
     organization_id: str | None,
     limit: int,
     before: str | None,
-) -> list[Row]:
-    """Newest first. Without an organization: every novel of the caller's organizations.
+) -> list[tuple[str, str]]:
+    """Newest first, as `(id, the novel as JSON)`: the `item` SQLite keeps for each novel
+    (migration 0006), sent as it is. Without an organization: every novel of
+    the caller's organizations.
 
     With one: its novels the caller can read (all of them for members, the public ones
     for everybody else). `before` is the last id of the previous page.
@@ -78,8 +80,12 @@ def list_novels(
     if before is not None:
         clauses.append("n.id < ?")
         params.append(before)
-    sql = _SELECT + " WHERE " + " AND ".join(clauses) + " ORDER BY n.id DESC LIMIT ?"
-    return query(conn, sql, (*params, limit))
+    sql = (
+        "SELECT n.id, n.item FROM novel n WHERE "
+        + " AND ".join(clauses)
+        + " ORDER BY n.id DESC LIMIT ?"
+    )
+    return tuples(conn, sql, (*params, limit))
 
 
 def update_novel(conn: apsw.Connection, novel_id: str, fields: dict[str, Any]) -> Row:

@@ -1,0 +1,75 @@
+"""A listing sends each novel as the JSON SQLite keeps for it (`novel.item`, migration 6):
+it must always be the novel as reading it answers, whatever changed the row."""
+
+from __future__ import annotations
+
+from server import models as m
+from server.config import Settings
+from storage.db import connect, query
+from tests.conftest import Writer
+
+NOVELS = "/api/v1/novels"
+AWKWARD = 'Zoë «quoted» "twice" \\ back\tslash\nnew line \u2028 \U0001f40b'
+
+
+async def listing_matches_reading(writer: Writer, *, count: int) -> list[dict]:
+    status, listing = await writer.call("GET", NOVELS)
+    assert status == 200
+    # Exactly the document's model: no field missing, none extra, every type right.
+    assert m.NovelList.model_validate(listing).model_dump(mode="json") == listing
+    assert len(listing["items"]) == count
+    for item in listing["items"]:
+        status, novel = await writer.call("GET", f"{NOVELS}/{item['id']}")
+        assert status == 200 and item == novel
+    return listing["items"]
+
+
+async def test_a_listed_novel_is_the_novel_as_read_after_every_kind_of_change(ann: Writer):
+    status, first = await ann.call(
+        "POST", NOVELS,
+        {"title": AWKWARD, "description": AWKWARD, "genre": "sea <&> stories",
+         "target_word_count": 90_000, "visibility": "public"},
+    )  # fmt: skip
+    assert status == 201
+    status, second = await ann.call("POST", NOVELS, {"title": "Plain"})
+    assert status == 201
+    items = await listing_matches_reading(ann, count=2)
+    assert items[1]["title"] == AWKWARD and items[1]["target_word_count"] == 90_000
+
+    # novel.md rewritten (a commit: head, updated_at) and a field cleared.
+    patch = {"title": "Renamed", "description": None, "status": "in_progress"}
+    assert (await ann.call("PATCH", f"{NOVELS}/{first['id']}", patch))[0] == 200
+    # Visibility lives in SQLite only.
+    assert (await ann.call("PATCH", f"{NOVELS}/{second['id']}", {"visibility": "public"}))[0] == 200
+    # A chapter: head, word count and last_written_at move.
+    status, _ = await ann.call(
+        "POST", f"{NOVELS}/{second['id']}/chapters",
+        {"title": "One", "content": "Seven words stand in this first chapter."},
+    )  # fmt: skip
+    assert status == 201
+    items = await listing_matches_reading(ann, count=2)
+    by_id = {item["id"]: item for item in items}
+    assert by_id[first["id"]]["title"] == "Renamed" and by_id[first["id"]]["description"] is None
+    assert by_id[second["id"]]["visibility"] == "public"
+    assert by_id[second["id"]]["current_word_count"] >= 7
+    assert by_id[second["id"]]["last_written_at"] is not None
+    assert by_id[second["id"]]["head"] != second["head"]
+
+
+async def test_an_organization_slug_changed_in_sqlite_changes_its_novels_items(
+    ann: Writer, settings: Settings
+):
+    """No route renames a slug; an operator's UPDATE (or a later feature) still must not
+    leave a listing naming the old one."""
+    await ann.call("POST", NOVELS, {"title": "Draft"})
+    conn = connect(settings.database_path)
+    try:
+        with conn:
+            conn.execute("UPDATE organization SET slug = 'renamed-org' WHERE slug = ?", (ann.org,))
+        stored = query(conn, "SELECT item FROM novel")
+    finally:
+        conn.close()
+    assert len(stored) == 1 and '"organization_slug":"renamed-org"' in stored[0]["item"]
+    ann.org = "renamed-org"
+    [item] = await listing_matches_reading(ann, count=1)
+    assert item["organization_slug"] == "renamed-org"
