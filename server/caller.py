@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import apsw
 from aiohttp import web
@@ -18,12 +18,12 @@ from aiohttp import web
 from storage import accounts
 from storage.db import Database
 from storage.errors import Unauthorized, Unavailable
-from storage.ids import parse_time
+from storage.ids import stamp_at
 
 BEARER_CHALLENGE = 'Bearer realm="openwrite"'
 BASIC_CHALLENGE = 'Basic realm="openwrite"'
 # last_used_at is rewritten at most this often, so reads stay reads.
-TOUCH_EVERY = timedelta(minutes=5)
+TOUCH_EVERY_SECONDS = 300
 
 
 class BadCredentials(Unauthorized):
@@ -77,9 +77,13 @@ def identify(conn: apsw.Connection, credential: Credential) -> accounts.Resolved
 
 
 async def touch_if_due(db: Database, resolved: accounts.Resolved) -> None:
-    """Stamp the credential's last use, if the stamp is older than `TOUCH_EVERY`."""
+    """Stamp the credential's last use, if the stamp is older than `TOUCH_EVERY_SECONDS`.
+
+    Compared as text: stamps are RFC 3339 UTC text of one width (`storage.ids.now`), which
+    sorts as time does, so no stamp is parsed on every request.
+    """
     last = resolved.last_used_at
-    if last is None or parse_time(last) < datetime.now(UTC) - TOUCH_EVERY:
+    if last is None or last < stamp_at(time.time() - TOUCH_EVERY_SECONDS):
         # Best effort: a read must not fail because the disk is too full to stamp it.
         with contextlib.suppress(Unavailable):
             await db.write(accounts.touch_credential, resolved.principal)

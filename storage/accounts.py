@@ -17,12 +17,13 @@ from storage.credentials import (
     same_hash,
     token_hash,
 )
-from storage.db import Row, query, query_one
+from storage.db import Row, query, query_one, tuples
 from storage.errors import Conflict, NotFound, TooManyRequests
 from storage.ids import format_time, new_id, now, parse_time
 from storage.organizations import create_organization
 
 USER_COLUMNS = "id, name, email, created_at"
+SESSION_SCOPES = frozenset({"read", "write"})
 
 
 def public_user(row: Row) -> Row:
@@ -212,43 +213,50 @@ class Resolved:
 
 
 def resolve_token(conn: apsw.Connection, token: str) -> Resolved | None:
-    """The principal behind a session or access token, or None if unknown or expired."""
+    """The principal behind a session or access token, or None if unknown or expired.
+
+    Every authenticated request passes here, so the row is read as a plain tuple."""
     digest = token_hash(token)
-    moment = now()
     if token.startswith(SESSION_PREFIX):
-        row = query_one(
+        rows = tuples(
             conn,
             "SELECT id, user_id, token_hash, active_organization_id, active_team_id,"
             " last_used_at, expires_at FROM session WHERE token_hash = ?",
             (digest,),
         )
-        if row is None or row["expires_at"] <= moment or not same_hash(row["token_hash"], digest):
+        if not rows:
+            return None
+        credential_id, user_id, stored, organization_id, team_id, last_used, expires = rows[0]
+        if expires <= now() or not same_hash(stored, digest):
             return None
         principal = Principal(
-            user_id=row["user_id"],
+            user_id=user_id,
             kind="session",
-            credential_id=row["id"],
-            scopes=frozenset({"read", "write"}),
-            active_organization_id=row["active_organization_id"],
-            active_team_id=row["active_team_id"],
+            credential_id=credential_id,
+            scopes=SESSION_SCOPES,
+            active_organization_id=organization_id,
+            active_team_id=team_id,
         )
-        return Resolved(principal, row["last_used_at"])
+        return Resolved(principal, last_used)
     if token.startswith(ACCESS_TOKEN_PREFIX):
-        row = query_one(
+        rows = tuples(
             conn,
             "SELECT id, user_id, token_hash, scopes, last_used_at, expires_at"
             " FROM personal_access_token WHERE token_hash = ?",
             (digest,),
         )
-        if row is None or row["expires_at"] <= moment or not same_hash(row["token_hash"], digest):
+        if not rows:
+            return None
+        credential_id, user_id, stored, scopes, last_used, expires = rows[0]
+        if expires <= now() or not same_hash(stored, digest):
             return None
         principal = Principal(
-            user_id=row["user_id"],
+            user_id=user_id,
             kind="token",
-            credential_id=row["id"],
-            scopes=frozenset(row["scopes"].split()),
+            credential_id=credential_id,
+            scopes=frozenset(scopes.split()),
         )
-        return Resolved(principal, row["last_used_at"])
+        return Resolved(principal, last_used)
     return None
 
 
