@@ -4,6 +4,7 @@ is held to the same contract without touching this file."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.app import all_endpoints
+from server.app import all_endpoints, create_app
 from server.config import Settings
 from server.endpoints import Endpoint
 from server.openapi import openapi_path
-from tests.conftest import Writer
+from tests.conftest import Writer, sign_up
 from tests.db_snapshot import data_state
 
 ALLOWED_ORIGIN = "https://editor.example"
@@ -279,6 +280,24 @@ async def test_a_disallowed_origin_gets_no_cors_headers(ann: Writer):
         assert response.status == 200
         for answer in (preflight, response):
             assert not [h for h in answer.headers if h.lower().startswith("access-control-")]
+
+
+async def test_without_configured_origins_no_origin_gets_cors_headers(
+    aiohttp_client, settings: Settings
+):
+    """The default: no origin is allowed, so the server asks nothing about origins."""
+    settings = dataclasses.replace(settings, cors_origins=())
+    client = await aiohttp_client(create_app(settings))
+    writer = await sign_up(client)
+    preflight = await client.options(
+        "/api/v1/novels", headers={"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET"}
+    )
+    assert preflight.status == 405
+    assert (await preflight.json())["error"]["code"] == "method_not_allowed"
+    response = await client.get("/api/v1/me", headers={**writer.headers, "Origin": ALLOWED_ORIGIN})
+    assert response.status == 200
+    for answer in (preflight, response):
+        assert not [h for h in answer.headers if h.lower().startswith("access-control-")]
 
 
 # -- OpenAPI and health -----------------------------------------------------------
