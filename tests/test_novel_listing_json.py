@@ -3,8 +3,11 @@ it must always be the novel as reading it answers, whatever changed the row."""
 
 from __future__ import annotations
 
+import pytest
+
 from server import models as m
 from server.config import Settings
+from storage import novels
 from storage.db import connect, query
 from tests.conftest import Writer
 
@@ -73,3 +76,39 @@ async def test_an_organization_slug_changed_in_sqlite_changes_its_novels_items(
     ann.org = "renamed-org"
     [item] = await listing_matches_reading(ann, count=1)
     assert item["organization_slug"] == "renamed-org"
+
+
+async def pages_of(writer: Writer, limit: int) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        path = f"{NOVELS}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        status, page = await writer.call("GET", path)
+        assert status == 200
+        pages.append([n["id"] for n in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("organizations", [3, novels.MERGE_UP_TO + 2])
+async def test_novels_of_several_organizations_page_newest_first_across_them(
+    ann: Writer, bob: Writer, organizations: int
+):
+    """Up to MERGE_UP_TO organizations are read one by one and merged, more in one sorted
+    query: either way each novel once, newest first, whatever organization it is in."""
+    slugs = [ann.org]
+    for k in range(organizations - 1):
+        status, _ = await ann.call("POST", "/api/v1/orgs", {"name": f"Org {k}", "slug": f"o{k}x"})
+        assert status == 201
+        slugs.append(f"o{k}x")
+    await bob.call("POST", NOVELS, {"title": "Not Ann's"})
+    created = []
+    for i in range(2 * organizations + 1):  # interleaved in time across organizations
+        body = {"title": f"Novel {i}", "org": slugs[(i * 7) % len(slugs)]}
+        status, novel = await ann.call("POST", NOVELS, body)
+        assert status == 201, novel
+        created.append(novel["id"])
+    for limit in (1, 3, 200):
+        pages = await pages_of(ann, limit)
+        assert [novel for page in pages for novel in page] == list(reversed(created)), limit
+        assert all(len(page) == limit for page in pages[:-1])
