@@ -6,7 +6,7 @@ writing statistics read it and never walk Git. Rebuildable from Git at any time.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -62,10 +62,26 @@ class RevisionEntry:
 
 
 def describe_revisions(
-    repo: NovelRepository, old_head: str | None, new_head: str
+    repo: NovelRepository,
+    old_head: str | None,
+    new_head: str,
+    *,
+    written: Sequence[str] | None = None,
 ) -> list[RevisionEntry]:
-    """Every commit that reaching `new_head` from `old_head` adds, oldest first."""
-    commits = repo.commits_between(old_head, new_head)
+    """Every commit that reaching `new_head` from `old_head` adds, oldest first.
+
+    `written`: those commits (parents first, `new_head` last), when the caller has just
+    written them on `old_head` and so knows them without walking the history. The walk
+    costs more than it looks: libgit2 stops a walk that hides a commit only after commits
+    older than the hidden side's, by the second, so it reads every commit made in the
+    same second as the old head (at 100 syncs a second, ~200 of them: 1.2 ms a sync).
+    """
+    if written is not None:
+        if not written or written[-1] != new_head:
+            raise ValueError("`written` must end with the new head")
+        commits = [repo.revision(rev) for rev in written]
+    else:
+        commits = repo.commits_between(old_head, new_head)
     parents = {commit.id: commit.parents for commit in commits}
     mainline: set[str] = set()
     rev: str | None = new_head

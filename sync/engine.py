@@ -129,7 +129,13 @@ def reconcile(
         }
         # Revisions first: they count each new version's words from the version before
         # it (only the paragraphs that changed), and the chapter rows reuse those counts.
-        result.revisions = history.describe_revisions(repo, since, result.head)
+        # Started from the indexed head: the new commits are the ones written just now.
+        written = None
+        if since == head and result.device_commit is not None:
+            written = [result.device_commit]
+            if result.head != result.device_commit:
+                written.append(result.head)  # the merge commit
+        result.revisions = history.describe_revisions(repo, since, result.head, written=written)
         result.indexed = content_index.describe_files(moved)
     if result.head != head:
         repo.advance_head(result.head, head, reason=reason)

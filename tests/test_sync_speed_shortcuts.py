@@ -1,6 +1,7 @@
 """The shortcuts that make a merged sync cheap give the answers of the long way round:
-remembered blob texts and front matter, the first-parent ancestor check, and finding a
-one-word edit's lines without cutting the whole chapter into lines."""
+remembered blob texts and front matter, the first-parent ancestor check, describing the
+commits a sync wrote without walking the history, and finding a one-word edit's lines
+without cutting the whole chapter into lines."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from storage.diff import matching_blocks
 from storage.documents import parse_document
+from storage.history import describe_revisions
 from storage.repository import Author, NovelRepository
 from storage.words import changed_lines, recount, split_lines, word_count
 
@@ -57,6 +59,29 @@ def test_a_base_reached_only_through_a_merged_device_commit_is_an_ancestor(
     assert novel.is_ancestor(head, head)
     assert not novel.is_ancestor(head, device)
     assert not novel.is_ancestor(server, device)
+
+
+def test_revisions_of_commits_just_written_are_the_ones_a_walk_of_the_history_finds(
+    novel: NovelRepository,
+) -> None:
+    """A sync describes the commits it wrote without walking the history (libgit2 walks
+    every commit of the same second): the entries must be the walk's, a fast-forward
+    and a merge alike, also with many same-second commits behind the head."""
+    head = novel.head()
+    for n in range(60):
+        head = _edit(novel, head, f"---\ntitle: One\n---\nDraft {n}.\n")
+    base = head
+    for n in range(5):  # the server moves on while a device edits `base`
+        head = _edit(novel, head, f"---\ntitle: One\n---\nDraft {n}, the server's.\n")
+    device = _edit(novel, base, "---\ntitle: One\n---\nDraft 59, the device's.\n")
+    merge = _edit(novel, head, "---\ntitle: One\n---\nBoth.\n", device)
+    fast = _edit(novel, merge, "---\ntitle: One\n---\nBoth, and more.\n")
+    for old, new, written in [(head, merge, [device, merge]), (merge, fast, [fast])]:
+        walked = describe_revisions(novel, old, new)
+        assert [e.rev for e in walked] == written
+        assert describe_revisions(novel, old, new, written=written) == walked
+    with pytest.raises(ValueError):
+        describe_revisions(novel, head, merge, written=[device])
 
 
 def test_front_matter_parsed_twice_gives_two_mappings_that_do_not_share_changes() -> None:
