@@ -304,16 +304,18 @@ def storage_limit(
                     parent=base, changes={CHAPTER: edited}, author=author,
                     message=f"Sync from bench{slot}", trailers=trailers,
                 )  # fmt: skip
-                text = edited
+                text, written = edited, [commit]
                 if base != head:
                     text = with_paragraphs(repo.read_text(CHAPTER, head).text, edited, mine)
                     commit = repo.write_commit(
                         parent=head, changes={CHAPTER: text}, author=author,
                         message=f"Merge sync from bench{slot}", extra_parents=[commit],
                     )  # fmt: skip
+                    written.append(commit)
                 repo.advance_head(commit, head, reason="bench")
                 blob = repo.read_text(CHAPTER, commit).blob
-                revisions = history.describe_revisions(repo, head, commit)
+                # As the server does: the commits just written, not a walk of the history.
+                revisions = history.describe_revisions(repo, head, commit, written=written)
                 rows = content_index.describe_files({CHAPTER: (text, blob)})
 
                 def index(conn, commit=commit, rows=rows, revisions=revisions) -> None:  # noqa: ANN001
