@@ -80,3 +80,17 @@ async def ann(client: TestClient) -> Writer:
 @pytest.fixture
 async def bob(client: TestClient) -> Writer:
     return await sign_up(client, "Bob Other")
+
+
+async def novel_pages(writer: Writer, limit: int) -> list[list[str]]:
+    """The ids on every page of the writer's novel listing, `limit` a page, following
+    `next_cursor` to the end."""
+    pages, cursor = [], None
+    while True:
+        path = f"/api/v1/novels?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        status, page = await writer.call("GET", path)
+        assert status == 200, page
+        pages.append([n["id"] for n in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages

@@ -9,7 +9,7 @@ from server import models as m
 from server.config import Settings
 from storage import novels
 from storage.db import connect, query
-from tests.conftest import Writer
+from tests.conftest import Writer, novel_pages
 
 NOVELS = "/api/v1/novels"
 AWKWARD = 'Zoë «quoted» "twice" \\ back\tslash\nnew line \u2028 \U0001f40b'
@@ -78,18 +78,6 @@ async def test_an_organization_slug_changed_in_sqlite_changes_its_novels_items(
     assert item["organization_slug"] == "renamed-org"
 
 
-async def pages_of(writer: Writer, limit: int) -> list[list[str]]:
-    pages, cursor = [], None
-    while True:
-        path = f"{NOVELS}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
-        status, page = await writer.call("GET", path)
-        assert status == 200
-        pages.append([n["id"] for n in page["items"]])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return pages
-
-
 @pytest.mark.parametrize("organizations", [3, novels.MERGE_UP_TO + 2])
 async def test_novels_of_several_organizations_page_newest_first_across_them(
     ann: Writer, bob: Writer, organizations: int
@@ -109,6 +97,6 @@ async def test_novels_of_several_organizations_page_newest_first_across_them(
         assert status == 201, novel
         created.append(novel["id"])
     for limit in (1, 3, 200):
-        pages = await pages_of(ann, limit)
+        pages = await novel_pages(ann, limit)
         assert [novel for page in pages for novel in page] == list(reversed(created)), limit
         assert all(len(page) == limit for page in pages[:-1])

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from server.config import Settings
 from server.pagination import encode_cursor
-from tests.conftest import Writer, sign_up
+from tests.conftest import Writer, novel_pages, sign_up
 from tests.db_snapshot import data_state
 
 NOVELS = "/api/v1/novels"
@@ -79,15 +79,7 @@ async def test_invalid_novel_bodies_are_422_with_the_offending_fields(
 
 async def test_seven_novels_page_by_three_as_three_three_one_without_repeats(ann: Writer):
     created = [(await create(ann, f"Novel {i}"))["id"] for i in range(7)]
-    pages, cursor = [], None
-    while True:
-        path = f"{NOVELS}?limit=3" + (f"&cursor={cursor}" if cursor else "")
-        status, page = await ann.call("GET", path)
-        assert status == 200
-        pages.append([n["id"] for n in page["items"]])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    pages = await novel_pages(ann, 3)
     assert [len(p) for p in pages] == [3, 3, 1]
     seen = [novel_id for p in pages for novel_id in p]
     assert seen == list(reversed(created))  # newest first, each exactly once
