@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import logging
 import os
 import queue
 import re
@@ -43,6 +44,8 @@ LOCK_FILE = "openwrite.lock"
 
 # The server, not the device, writes every commit: Git's author/committer split
 # records exactly that (author = the writer whose edit it is, committer = us).
+log = logging.getLogger(__name__)
+
 COMMITTER_NAME = "OpenWrite"
 COMMITTER_EMAIL = "server@openwrite.local"
 
@@ -623,11 +626,13 @@ class NovelRepository:
         written: list[pygit2.Oid] = []
         tree = self._build_tree(start, split, "", written)
         if tree is None:
-            tree = self._repo.TreeBuilder().write()
+            tree = self._whole(lambda: self._repo.TreeBuilder().write())
             written.append(tree)
         committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
-        commit = self._repo.create_commit(
-            None, author.signature(), committer, _message(message, trailers), tree, parents
+        signature = author.signature()
+        text = _message(message, trailers)
+        commit = self._whole(
+            lambda: self._repo.create_commit(None, signature, committer, text, tree, parents)
         )
         written.append(commit)
         _sync_objects(self.path, written)
@@ -664,7 +669,7 @@ class NovelRepository:
                     code="invalid_text",
                     details={"path": where + name},
                 ) from exc
-            blob = self._repo.create_blob(data)
+            blob = self._whole(lambda data=data: self._repo.create_blob(data))
             written.append(blob)
             self._remember(str(blob), text)
             builder.insert(name, blob, FileMode.BLOB)
@@ -685,9 +690,34 @@ class NovelRepository:
                 builder.insert(name, new_id, FileMode.TREE)
         if len(builder) == 0:
             return None
-        tree_id = builder.write()
+        tree_id = self._whole(builder.write)
         written.append(tree_id)
         return tree_id
+
+    def _whole(self, write: Callable[[], pygit2.Oid]) -> pygit2.Oid:
+        """`write()`, one object written by libgit2, made sure not to be an empty file.
+
+        libgit2 writes nothing when a file of the object's name exists. A power cut after
+        a write but before its flush can leave that file empty (a new file's data may not
+        have reached the disk when its rename did). Trusted, it fails the commit that
+        needs it, and again at every retry of the device that never had its answer: the
+        text could not be saved until someone deleted the file by hand. Such a file is
+        removed and the object written again. An object without a loose file is packed,
+        and a pack is flushed whole before it is used.
+        """
+        oid = write()
+        name = str(oid)
+        loose = self.path / "objects" / name[:2] / name[2:]
+        try:
+            empty = loose.stat().st_size == 0
+        except FileNotFoundError:
+            return oid
+        if empty:
+            log.warning("%s: replacing the empty object file %s (left by a crash)",
+                        self.path, name)  # fmt: skip
+            loose.unlink()
+            oid = write()
+        return oid
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from storage.errors import Conflict, Invalid, NotFound, Unavailable
@@ -772,3 +773,26 @@ async def test_the_library_closes_the_repository_of_every_call_even_a_failed_one
         assert closed == seen and len(seen) == 2
     finally:
         library.close()
+
+
+def test_an_object_file_left_empty_by_a_crash_is_written_again(
+    novel: NovelRepository, caplog: pytest.LogCaptureFixture
+):
+    """A power cut between writing an object and flushing it can leave an empty file
+    under the object's name. A device that never got its answer sends the same text
+    again: it must be saved and readable, not refused at every retry because libgit2
+    trusts the empty file and cannot read it back."""
+    text = "---\ntitle: Two\n---\nSent twice, answered once.\n"
+    blob = str(pygit2.hash(text.encode()))
+    loose = novel.path / "objects" / blob[:2] / blob[2:]
+    loose.parent.mkdir(exist_ok=True)
+    loose.write_bytes(b"")
+    commit = novel.write_commit(
+        parent=novel.head(), changes={"chapters/two.md": text}, author=ANN, message="Again"
+    )
+    assert loose.stat().st_size > 0
+    reopened = NovelRepository.open(novel.path)
+    assert reopened.read_text("chapters/two.md", commit).text == text
+    assert "replacing the empty object file" in caplog.text
+    checked = git(novel.path, "fsck", "--strict", "--no-dangling")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
