@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from server.config import Settings
 from storage.db import connect
-from storage.ids import now, parse_time
+from storage.ids import now, parse_time, stamp_at
 from tests.conftest import Writer, sign_up
 from tests.db_snapshot import row_counts
 
@@ -412,3 +412,13 @@ def test_now_is_rfc3339_utc_text_with_milliseconds_that_sorts_with_expiry_times(
     slack = timedelta(milliseconds=1)
     assert before - slack <= parse_time(stamp) <= after + slack
     assert stamp < in_days(1 / 24 / 60).replace("+00:00", "Z")
+
+
+def test_a_stamp_made_with_the_second_remembered_is_the_one_datetime_formats():
+    """`stamp_at` formats each whole second once and reuses it: crossing seconds back and
+    forth, milliseconds at the edges, must still give each moment's own text."""
+    moments = [1700000000.0, 1700000000.999, 1700000001.0, 1700000000.5, 1700000001.0005,
+               0.0, 1.999, 1764064800.123456, 1700000000.9995]  # fmt: skip
+    for moment in moments * 2:
+        expected = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert stamp_at(moment) == f"{expected}.{int(moment * 1000) % 1000:03d}Z", moment
