@@ -23,8 +23,11 @@ import time
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from storage.ids import SecondText
+
 FLUSH_SECONDS = 0.25
 FLUSH_BYTES = 64 * 1024
+_LOCAL_SECOND = SecondText("%Y-%m-%d %H:%M:%S", time.localtime)
 
 
 class _Lines:
@@ -34,17 +37,12 @@ class _Lines:
         self.pending: list[str] = []
         self.size = 0
         self.timer: asyncio.TimerHandle | None = None
-        self._second = -1
-        self._stamp = ""
 
-    def stamp(self, moment: float) -> str:
-        """`logging`'s default `asctime` (local time, with milliseconds), made at most once a
-        second and completed with the milliseconds for each line."""
+    @staticmethod
+    def stamp(moment: float) -> str:
+        """`logging`'s default `asctime`: local time, with milliseconds as it counts them."""
         second = int(moment)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((moment - second) * 1000):03d}"
+        return f"{_LOCAL_SECOND(second)},{int((moment - second) * 1000):03d}"
 
     def add(self, line: str) -> None:
         self.pending.append(line)

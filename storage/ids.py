@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -35,22 +36,31 @@ def now() -> str:
     return stamp_at(time.time())
 
 
-# The last whole second formatted, and its text: replaced whole, so threads can share it.
-_second: tuple[int, str] = (-1, "")
+class SecondText:
+    """`time.strftime(pattern, convert(second))` for a whole second, made once and reused
+    until the second changes: stamps are made on every request, and strftime was a tenth
+    of the CPU of a token check. The last second and its text are replaced together, so
+    threads can share one."""
+
+    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time]):
+        self._pattern = pattern
+        self._convert = convert
+        self._known: tuple[int, str] = (-1, "")
+
+    def __call__(self, second: int) -> str:
+        known = self._known
+        if known[0] != second:
+            known = self._known = (second, time.strftime(self._pattern, self._convert(second)))
+        return known[1]
+
+
+_UTC_SECOND = SecondText("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
 
 def stamp_at(moment: float) -> str:
-    """`now()` for the moment `moment` (seconds since the epoch, as `time.time()`).
-
-    The date and time of day are formatted once a second: every request stamps at least
-    one moment, and strftime was a tenth of the CPU of a token check."""
-    global _second
+    """`now()` for the moment `moment` (seconds since the epoch, as `time.time()`)."""
     millis = int(moment * 1000)
-    second = millis // 1000
-    known = _second
-    if known[0] != second:
-        known = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{known[1]}.{millis % 1000:03d}Z"
+    return f"{_UTC_SECOND(millis // 1000)}.{millis % 1000:03d}Z"
 
 
 def parse_time(text: str) -> datetime:

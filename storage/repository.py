@@ -43,10 +43,10 @@ from storage.errors import (
 BRANCH = "refs/heads/main"
 LOCK_FILE = "openwrite.lock"
 
-# The server, not the device, writes every commit: Git's author/committer split
-# records exactly that (author = the writer whose edit it is, committer = us).
 log = logging.getLogger(__name__)
 
+# The server, not the device, writes every commit: Git's author/committer split
+# records exactly that (author = the writer whose edit it is, committer = us).
 COMMITTER_NAME = "OpenWrite"
 COMMITTER_EMAIL = "server@openwrite.local"
 
