@@ -228,15 +228,24 @@ async def upload_pack(
             details={"retry_after": 5},
         ) from None
     try:
-        return await _upload_pack(request, repository, protocol, body=body, preamble=preamble)
-    finally:
+        exchange = await _start_upload_pack(request, repository, protocol, body=body)
+    except BaseException:
         slots.release()
+        raise
+    # The slot is Git's: given back once the process is reaped and its pipes are closed.
+    exchange.reaped.add_done_callback(lambda _: slots.release())
+    try:
+        return await exchange.run(preamble, body_limit=settings.max_body_bytes if body else None)
+    finally:
+        exchange.close()
+        # Shielded: aiohttp cancels the handler of a client that went away, possibly while
+        # it waits here, and the reaping must run to its end all the same.
+        await asyncio.shield(exchange.reaped)
 
 
-async def _upload_pack(
-    request: web.Request, repository: Path, protocol: str | None, *, body: bool, preamble: bytes
-) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
+async def _start_upload_pack(
+    request: web.Request, repository: Path, protocol: str | None, *, body: bool
+) -> _Exchange:
     args = ["git", "upload-pack", "--strict", "--stateless-rpc"]
     if not body:
         args.append("--advertise-refs")
@@ -254,11 +263,7 @@ async def _upload_pack(
         )
     except OSError as exc:
         raise GitFailed(f"git upload-pack could not start: {exc}") from exc
-    exchange = _Exchange(request, process, settings.git_timeout_seconds)
-    try:
-        return await exchange.run(preamble, body_limit=settings.max_body_bytes if body else None)
-    finally:
-        await exchange.close()
+    return _Exchange(request, process, request.app[SETTINGS].git_timeout_seconds)
 
 
 class _Exchange:
@@ -272,6 +277,8 @@ class _Exchange:
         self.awaiting_body = False
         self.errors = asyncio.create_task(_tail(process.stderr))
         self.feeding: asyncio.Task | None = None
+        self.reaped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reaping: asyncio.Task | None = None
 
     def progress(self) -> None:
         """Something moved: the exchange may now stall for another full timeout."""
@@ -390,12 +397,27 @@ class _Exchange:
         if self.feeding is not None:
             await self.feeding
 
-    async def close(self) -> None:
-        _kill(self.process)
-        await self.process.wait()
-        if self.feeding is not None and not self.feeding.done():
-            self.feeding.cancel()
-        await asyncio.gather(self.errors, *filter(None, [self.feeding]), return_exceptions=True)
+    def close(self) -> None:
+        """End Git if it still runs. `reaped` completes once it is reaped and its pipes are
+        closed, on a task of its own, whatever happens to the handler meanwhile."""
+        if self._reaping is None:
+            _kill(self.process)
+            self._reaping = asyncio.create_task(self._reap())
+
+    async def _reap(self) -> None:
+        try:
+            if self.feeding is not None and not self.feeding.done():
+                self.feeding.cancel()
+            # What Git wrote and nobody read (a client that stopped reading) is read to
+            # its end first: the pipe, paused while full, would never see its end, and
+            # asyncio's wait() returns only once every pipe has (Python 3.11).
+            with contextlib.suppress(OSError, ValueError):
+                while await self.process.stdout.read(CHUNK):
+                    pass
+            await self.process.wait()
+            await asyncio.gather(self.errors, *filter(None, [self.feeding]), return_exceptions=True)
+        finally:
+            self.reaped.set_result(None)
 
 
 def _inflated(inflate: zlib._Decompress | None, data: bytes) -> Iterator[bytes]:

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.config import Settings
 from server.git_http import pkt_line
-from server.state import LIBRARY
+from server.state import GIT_SLOTS, LIBRARY, SETTINGS
 from storage.repository import Author, NovelRepository
 from tests.conftest import Writer, sign_up
 from tests.db_snapshot import data_state
@@ -127,6 +127,18 @@ async def until_no_upload_pack(repository: Path) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"git processes still running in {repository}")
+
+
+async def until_git_requests_done(client: TestClient) -> None:
+    """Wait for the server to have finished every Git request (each holds a slot until its
+    process is reaped), so a test that cut one off ends with nothing of it left running:
+    a subprocess reaped after the test's event loop closed fails the next test."""
+    slots, most = client.app[GIT_SLOTS], client.app[SETTINGS].git_max_processes
+    for _ in range(600):
+        if slots._value == most:  # asyncio.Semaphore keeps its count there
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("git requests still running")
 
 
 async def until_upload_pack(repository: Path) -> None:
@@ -701,6 +713,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_upload_pack_killed(
         assert received < 30 * 1024 * 1024
     finally:
         writer.close()
+    await until_git_requests_done(impatient)
 
 
 async def test_a_client_that_hangs_up_mid_clone_stops_upload_pack(client: TestClient):
@@ -711,6 +724,7 @@ async def test_a_client_that_hangs_up_mid_clone_stops_upload_pack(client: TestCl
     await reader.read(64 * 1024)
     writer.transport.abort()
     await until_no_upload_pack(path)
+    await until_git_requests_done(client)
     # The server still answers the next clone.
     status, _ = await ann.call("GET", f"/api/v1/novels/{novel['id']}")
     assert status == 200
