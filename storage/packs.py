@@ -1,0 +1,171 @@
+"""Git objects made in Python, and the pack file (with its index) that holds a batch of them.
+
+Why the repository writes a commit's objects this way rather than as libgit2's loose
+objects: a merged sync writes eight objects (two blobs, four trees, two commits). As
+loose objects that is eight new files, each created, written, linked into place and
+flushed, with the GIL held while libgit2 does it; on this project's test machines a
+file creation alone costs up to a millisecond (`docs/benchmarks.md`). Gathered into one
+pack they are two files, written from Python with the GIL released, and Git reads them
+as it reads any pack (`git fetch` keeps what it receives as a pack for the same reason).
+
+Only formats Git documents are produced (`gitformat-pack(5)`): pack version 2 with
+whole (undeltified) objects, index version 2. `git repack` later deltifies and merges
+the packs (`storage/maintenance.py`). Pure functions: writing the files durably is the
+repository's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pygit2
+
+# Object types, as a pack entry's header and `git cat-file -t` name them.
+COMMIT, TREE, BLOB = 1, 2, 3
+_NAMES = {COMMIT: b"commit", TREE: b"tree", BLOB: b"blob"}
+
+# Tree entry modes as Git writes them (octal, no leading zero for trees).
+TREE_MODE = b"40000"
+FILE_MODE = b"100644"
+
+# The fastest level, as libgit2 uses for loose objects: `git repack` recompresses anyway.
+_LEVEL = 1
+_INDEX_MAGIC = b"\377tOc"
+_LARGE_OFFSET = 0x80000000
+
+TreeEntries = dict[bytes, tuple[bytes, bytes]]  # name -> (mode, raw object id)
+
+
+def object_id(kind: int, data: bytes) -> bytes:
+    """The raw 20-byte SHA-1 id Git gives an object of type `kind` holding `data`."""
+    digest = hashlib.sha1(b"%s %d\0" % (_NAMES[kind], len(data)))
+    digest.update(data)
+    return digest.digest()
+
+
+def tree_data(entries: Mapping[bytes, tuple[bytes, bytes]]) -> bytes:
+    """A tree object's content: entries in Git's order (a subtree sorts as `name/`)."""
+
+    def order(name: bytes) -> bytes:
+        return name + b"/" if entries[name][0] == TREE_MODE else name
+
+    names = sorted(entries, key=order)
+    return b"".join(b"%s %s\0%s" % (entries[name][0], name, entries[name][1]) for name in names)
+
+
+def parse_tree(data: bytes, oid: str = "") -> TreeEntries:
+    """A tree object's entries, each kept byte for byte (mode, name, id) so that writing
+    the tree again with `tree_data` gives the same object."""
+    entries: TreeEntries = {}
+    at, end = 0, len(data)
+    try:
+        while at < end:
+            space = data.index(b" ", at)
+            nul = data.index(b"\0", space)
+            if nul + 21 > end:
+                raise ValueError("entry cut short")
+            entries[data[space + 1 : nul]] = (data[at:space], data[nul + 1 : nul + 21])
+            at = nul + 21
+    except ValueError as exc:
+        # Worded as libgit2 words damage, so the repository reports it as such.
+        raise pygit2.GitError(f"{oid}: malformed tree object ({exc})") from exc
+    return entries
+
+
+def commit_data(
+    tree: bytes,
+    parents: Sequence[bytes],
+    author: pygit2.Signature,
+    committer: pygit2.Signature,
+    message: str,
+) -> bytes:
+    """A commit object's content, byte for byte what libgit2's `git_commit_create` writes."""
+    lines = [b"tree " + tree.hex().encode()]
+    lines += [b"parent " + parent.hex().encode() for parent in parents]
+    lines.append(b"author " + _signature(author))
+    lines.append(b"committer " + _signature(committer))
+    return b"\n".join(lines) + b"\n\n" + message.encode("utf-8")
+
+
+def _signature(sig: pygit2.Signature) -> bytes:
+    offset = sig.offset
+    sign = b"-" if offset < 0 else b"+"
+    hours, minutes = divmod(abs(offset), 60)
+    return b"%s <%s> %d %s%02d%02d" % (sig.raw_name, sig.raw_email, sig.time, sign, hours, minutes)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A pack and its index, ready to be written as `pack-<name>.pack` and `.idx`."""
+
+    name: str
+    pack: bytes
+    index: bytes
+
+
+def build_pack(objects: Mapping[bytes, tuple[int, bytes]]) -> Pack:
+    """A pack of `objects` (raw id -> (type, content)), each stored whole, and its index.
+
+    The ids are the caller's (`object_id`); a pack holding an object under a wrong id
+    would hand out wrong data, so callers make ids only with `object_id`.
+    """
+    parts = [struct.pack(">4sII", b"PACK", 2, len(objects))]
+    offset = 12
+    rows = []
+    for oid, (kind, data) in objects.items():
+        if offset >= _LARGE_OFFSET:
+            # A commit's pack is bounded by its request (2 MiB files, a bounded number
+            # of changes); the 8-byte offsets of bigger packs are not written here.
+            raise ValueError("build_pack does not write packs of 2 GiB or more")
+        entry = _entry_header(kind, len(data)) + zlib.compress(data, _LEVEL)
+        rows.append((oid, zlib.crc32(entry), offset))
+        parts.append(entry)
+        offset += len(entry)
+    digest = hashlib.sha1()
+    for part in parts:
+        digest.update(part)
+    checksum = digest.digest()
+    parts.append(checksum)
+    return Pack(checksum.hex(), b"".join(parts), _index(rows, checksum))
+
+
+def _entry_header(kind: int, size: int) -> bytes:
+    """Type and size, little-endian base-128: 4 size bits in the first byte, 7 after."""
+    first = (kind << 4) | (size & 0x0F)
+    size >>= 4
+    out = bytearray()
+    while size:
+        out.append(first | 0x80)
+        first = size & 0x7F
+        size >>= 7
+    out.append(first)
+    return bytes(out)
+
+
+def _index(rows: list[tuple[bytes, int, int]], checksum: bytes) -> bytes:
+    """Index version 2: fan-out table, sorted ids, CRC-32s, 4-byte offsets, checksums."""
+    rows.sort()
+    fanout = [0] * 256
+    for oid, _crc, _offset in rows:
+        fanout[oid[0]] += 1
+    total = 0
+    for byte in range(256):
+        total += fanout[byte]
+        fanout[byte] = total
+    count = len(rows)
+    body = b"".join(
+        [
+            _INDEX_MAGIC,
+            struct.pack(">I", 2),
+            struct.pack(">256I", *fanout),
+            b"".join(oid for oid, _crc, _offset in rows),
+            struct.pack(f">{count}I", *(crc for _oid, crc, _offset in rows)),
+            struct.pack(f">{count}I", *(offset for _oid, _crc, offset in rows)),
+            checksum,
+        ]
+    )
+    return body + hashlib.sha1(body).digest()
