@@ -5,6 +5,7 @@ asyncio lock) and across processes (the repository's file lock)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections import Counter
@@ -23,9 +24,9 @@ log = logging.getLogger("openwrite.maintenance")
 
 T = TypeVar("T")
 _NOVEL_ID = re.compile(r"^[0-9a-z]{26}$")
-# Look at a novel's loose objects every this many commits (a directory scan, cheap).
-CHECK_EVERY = 64
-# Past this many packs, fold them into one (git gc --auto's autoPackLimit, smaller).
+# Count a novel's packs and loose objects every this many commits (directory scans, cheap).
+CHECK_EVERY = 16
+# Still this many packs after the geometric repack: fold them all into one.
 MAX_PACKS = 20
 
 
@@ -37,10 +38,12 @@ class Library:
         workers: int = 4,
         lock_timeout: float = 60.0,
         loose_threshold: int = maintenance.DEFAULT_LOOSE_THRESHOLD,
+        pack_threshold: int = maintenance.DEFAULT_PACK_THRESHOLD,
     ):
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.loose_threshold = loose_threshold
+        self.pack_threshold = pack_threshold
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="git")
         # Repacks get their own thread so they never hold up a sync waiting for a Git thread.
         self._maintenance_pool = ThreadPoolExecutor(1, thread_name_prefix="repack")
@@ -85,27 +88,35 @@ class Library:
             finally:
                 held.__exit__(None, None, None)
 
-    def note_commit(self, novel_id: str) -> None:
-        """Count a commit; every CHECK_EVERY commits, repack in the background if needed."""
-        self._commits[novel_id] += 1
-        if self._commits[novel_id] % CHECK_EVERY == 0 and novel_id not in self._maintaining:
+    def note_commits(self, novel_id: str, count: int) -> None:
+        """Count commits written; every CHECK_EVERY, repack in the background if needed."""
+        before = self._commits[novel_id]
+        self._commits[novel_id] = after = before + count
+        due = after // CHECK_EVERY > before // CHECK_EVERY
+        if due and novel_id not in self._maintaining:
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._maintenance_pool, self.maintain, novel_id)
             self._maintaining[novel_id] = future
             future.add_done_callback(lambda _: self._maintaining.pop(novel_id, None))
 
     def maintain(self, novel_id: str, *, force: bool = False) -> maintenance.RepackResult | None:
-        """Repack one novel when it has too many loose objects (always when `force`).
+        """Repack one novel when it has too many packs or loose objects: the small packs
+        folded together, and everything into one pack if MAX_PACKS remain (or `force`).
 
         Runs beside syncs of the same novel: see `maintenance.repack` for why that is safe.
         """
         path = self.path(novel_id)
         try:
-            if not force and not maintenance.needs_repack(path, self.loose_threshold):
+            if not force and not maintenance.needs_repack(
+                path, self.loose_threshold, self.pack_threshold
+            ):
                 return None
-            result = maintenance.repack(
-                path, full=force or maintenance.pack_count(path) >= MAX_PACKS
-            )
+            result = maintenance.repack(path, full=force)
+            if not result.skipped and result.packs_after >= MAX_PACKS:
+                folded = maintenance.repack(path, full=True)
+                result = dataclasses.replace(
+                    folded, loose_before=result.loose_before, packs_before=result.packs_before
+                )
         except Exception:
             log.exception("repacking novel %s failed", novel_id)
             return None

@@ -1,4 +1,4 @@
-"""Upkeep of novel repositories: counting loose objects and packing them with Git's own repack.
+"""Upkeep of novel repositories: counting packs and loose objects, folding them with `git repack`.
 
 Safe while syncs write: see `repack` for why. Runs `git` as a subprocess (no shell);
 call it from a worker thread or a scheduled job, never on the event loop.
@@ -10,14 +10,19 @@ import fcntl
 import os
 import string
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import NotFound, Unavailable
-from storage.repository import novel_lock
+from storage.repository import PACK_TEMPORARY_PREFIX, novel_lock
 
 MAINTENANCE_LOCK_FILE = "openwrite-maintenance.lock"
 DEFAULT_LOOSE_THRESHOLD = 1000
+# Each commit (a merged sync: both its commits) adds one small pack; past this many packs
+# they are folded together. Every pack is one more index libgit2 searches on a lookup.
+DEFAULT_PACK_THRESHOLD = 32
+STALE_TEMPORARY_SECONDS = 3600
 
 _HEX = set(string.hexdigits.lower())
 
@@ -50,25 +55,37 @@ def pack_count(path: Path) -> int:
     return sum(1 for name in os.listdir(pack_dir) if name.endswith(".pack"))
 
 
-def needs_repack(path: Path, threshold: int = DEFAULT_LOOSE_THRESHOLD) -> bool:
-    return loose_object_count(path) >= threshold
+def needs_repack(
+    path: Path,
+    threshold: int = DEFAULT_LOOSE_THRESHOLD,
+    packs: int = DEFAULT_PACK_THRESHOLD,
+) -> bool:
+    """True when the repository holds `threshold` loose objects or `packs` packs."""
+    return pack_count(path) >= packs or loose_object_count(path) >= threshold
 
 
 def repack(
     path: Path, *, full: bool = False, timeout: float = 600.0, lock_timeout: float = 30.0
 ) -> RepackResult:
-    """Pack loose objects with Git's own `git repack`; `full` merges all packs into one.
+    """Fold the small packs each commit leaves (and any loose objects) into one with Git's
+    own `git repack --geometric=2 -d`; `full` merges everything into one pack.
 
-    Safe while syncs of this novel run:
-    - Building the pack (`git repack` without -d) only adds files: objects
-      reachable from refs, in a new pack fsync'd before it is renamed into place.
-      An in-flight sync's objects are not reachable yet, so they stay loose.
-    - Deleting the now-packed loose copies (`git prune-packed`) runs under the
-      novel lock: it also removes emptied objects/xx/ directories, and libgit2
-      does not retry an object write whose directory vanished under it.
+    Safe while syncs of this novel run, without holding them up:
+    - The server writes objects only as new packs (`NovelRepository.flush`), never
+      loose, and never changes a pack once its index is in place. The geometric
+      repack picks whole packs, copies every object they hold, reachable or not
+      (an in-flight sync's commit is not reachable yet), into a new pack fsync'd
+      before it is renamed into place, and only then deletes the packs it copied.
+      A pack written meanwhile is not among them.
+    - A reader that finds a deleted pack gone (libgit2 or Git) looks the object up
+      again after re-reading the pack directory, and finds it in the new pack.
+    - `-d` also deletes loose objects now packed (`git prune-packed`), emptied
+      objects/xx/ directories included. Nothing of ours writes loose objects, so no
+      write can lose its directory under it.
     - `full` runs `git repack -A -d` wholly under the novel lock. `-A`, not `-a`:
       unreachable objects of old packs are turned loose, never dropped.
-    - Nothing is pruned by age (`git prune` is never run).
+    Nothing is pruned by age (`git prune` is never run). Pack files a crash left
+    half-written (ours, by name, an hour old) are removed first.
     Two repacks of one repository never run at once: a second caller gets
     `skipped=True` back instead of waiting.
     """
@@ -81,14 +98,13 @@ def repack(
         except BlockingIOError:
             loose, packs = loose_object_count(path), pack_count(path)
             return RepackResult(loose, loose, packs, packs, skipped=True)
+        _remove_stale_temporaries(path)
         loose_before, packs_before = loose_object_count(path), pack_count(path)
         if full:
             with novel_lock(path, timeout=lock_timeout):
                 _run_git(path, ["repack", "-A", "-d", "-q"], timeout)
         else:
-            _run_git(path, ["repack", "-q"], timeout)
-            with novel_lock(path, timeout=lock_timeout):
-                _run_git(path, ["prune-packed", "-q"], timeout)
+            _run_git(path, ["repack", "--geometric=2", "-d", "-q"], timeout)
         return RepackResult(
             loose_before=loose_before,
             loose_after=loose_object_count(path),
@@ -97,6 +113,18 @@ def repack(
         )
     finally:
         os.close(lock_fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete our pack files left half-written by a crash: a write takes milliseconds,
+    so one an hour old has no writer."""
+    folder = _objects_dir(path) / "pack"
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for entry in os.scandir(folder):
+        if entry.name.startswith(PACK_TEMPORARY_PREFIX) and entry.stat().st_mtime < cutoff:
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def _run_git(path: Path, args: list[str], timeout: float) -> None:

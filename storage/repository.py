@@ -15,6 +15,7 @@ import queue
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 import pygit2
 from pygit2.enums import DeltaStatus, FileMode, RepositoryOpenFlag, SortMode
 
+from storage import packs
 from storage.errors import (
     Conflict,
     Invalid,
@@ -42,6 +44,8 @@ from storage.errors import (
 
 BRANCH = "refs/heads/main"
 LOCK_FILE = "openwrite.lock"
+# Pack files being written (`_write_pack`); one left by a crash is removed by maintenance.
+PACK_TEMPORARY_PREFIX = "tmp_openwrite_"
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,13 @@ _READ_ONLY_TEXTS = tuple(os.strerror(e) for e in _READ_ONLY_ERRNOS)
 _DAMAGE_TEXTS = (
     "inflat", "hash mismatch", "malformed", "failed to parse", "corrupt", "truncated",
     "no match for id", "bad packfile", "invalid pack",
+    # zlib's own words, which libgit2 passes on for a damaged entry of a pack
+    "incorrect header check", "incorrect data check", "incorrect length check",
+    "unknown compression method", "invalid window size", "invalid block type",
+    "invalid stored block lengths", "invalid code lengths set", "invalid bit length repeat",
+    "invalid literal/lengths set", "invalid distances set", "invalid literal/length code",
+    "invalid distance code", "invalid distance too far back",
+    "too many length or distance symbols",
 )  # fmt: skip
 
 T = TypeVar("T")
@@ -118,12 +129,12 @@ def _reports_damage(method: Callable[..., T]) -> Callable[..., T]:
 def enable_durability() -> None:
     """Make every write of this module durable (process-wide); the server calls it at start.
 
-    With it, an acknowledged edit survives a power cut: `write_commit` returns once its
-    objects are on disk, `advance_head` once the moved ref is, and a new repository is
-    renamed into place once all of it is. The fsyncs are this module's own, not
-    libgit2's (`enable_fsync_gitdir`): pygit2 holds the GIL while libgit2 writes, so its
-    per-object fsync (~0.5 ms each, eight objects in a merged sync) stopped every other
-    thread of the server; `os.fsync` lets them run meanwhile.
+    With it, an acknowledged edit survives a power cut: `flush` returns once the
+    objects of the commits written are on disk, `advance_head` (which flushes first)
+    once the moved ref is, and a new repository is renamed into place once all of it
+    is. The fsyncs are this module's own, not libgit2's (`enable_fsync_gitdir`): pygit2
+    holds the GIL while libgit2 writes, so its fsyncs would stop every other thread of
+    the server; `os.fsync` lets them run meanwhile.
     """
     global _durable
     pygit2.settings.enable_fsync_gitdir(False)
@@ -206,7 +217,10 @@ class NovelRepository:
 
     def __init__(self, path: Path, repo: pygit2.Repository):
         self.path = path
-        self._repo = repo
+        self._git = repo
+        # Objects of commits written and not yet on disk, by raw id: written together
+        # as one pack by `flush` (see `write_commit`).
+        self._pending: dict[bytes, tuple[int, bytes]] = {}
         # Blob texts read or written here, by id, newest last. A merged sync meets the
         # same chapter versions again and again (the merge, the answer, the revision
         # index), and each read inflates and hashes the whole file under the GIL.
@@ -236,6 +250,7 @@ class NovelRepository:
                 (staging / LOCK_FILE).touch()
                 novel = cls(staging, repo)
                 first = novel._commit_tree(None, [], files, author, message, None)
+                novel.flush()
                 repo.create_reference_direct(BRANCH, first, False, message="openwrite: create")
                 repo.free()
                 _fsync_tree(staging)
@@ -274,11 +289,13 @@ class NovelRepository:
         `references`, ...), so only a full pass of the cyclic garbage collector frees it,
         and in a long-running server those are rare (11 repositories of finished calls
         were waiting at one look into a soak server). The instance stays usable:
-        libgit2 opens again what a later call needs.
+        libgit2 opens again what a later call needs. Objects of commits written and not
+        flushed yet are written first.
         """
+        self.flush()
         self._texts.clear()
         self._texts_size = 0
-        self._repo.free()
+        self._git.free()
 
     @staticmethod
     def remove(path: Path) -> bool:
@@ -312,6 +329,14 @@ class NovelRepository:
     def lock(self, timeout: float | None = None) -> AbstractContextManager[None]:
         """`novel_lock` for this repository."""
         return novel_lock(self.path, timeout=timeout)
+
+    @property
+    def _repo(self) -> pygit2.Repository:
+        """libgit2's view of the repository, with every commit written here on disk first:
+        any read through it sees the objects `write_commit` has only kept so far."""
+        if self._pending:
+            self.flush()
+        return self._git
 
     # -- reading ---------------------------------------------------------------
 
@@ -511,30 +536,47 @@ class NovelRepository:
         trailers: Mapping[str, str] | None = None,
         extra_parents: Sequence[str] = (),
     ) -> str:
-        """Write a commit of `parent`'s tree with `changes` applied; returns its id.
+        """Make a commit of `parent`'s tree with `changes` applied; returns its id.
 
         `changes` maps a path to its new text, or None to delete it (missing
         paths are ignored); directories are created and emptied ones pruned.
         `extra_parents` makes a merge commit: parents = [parent, *extra_parents].
         `parent` None means no parent: a root commit built from the empty tree, as
         for a device that has never synced (like `changed_paths(None, ...)`).
-        No ref moves: publish the commit with `advance_head`.
+        A parent may be a commit written here and not flushed yet.
+
+        No ref moves: publish the commit with `advance_head`. Its objects are kept in
+        memory until then, or until `flush`, `close` or any read of this repository,
+        whichever comes first, and are then written with those of every other commit
+        kept so far as one pack, durably (`storage/packs.py` says why).
         """
-        base = None if parent is None else self._commit(parent)
-        parents = [] if base is None else [base.id]
-        parents += [self._commit(p).id for p in extra_parents]
-        tree = None if base is None else base.tree.id
+        base = None if parent is None else self._commit_parts(parent)
+        parents = [] if base is None else [base[0]]
+        parents += [self._commit_parts(p)[0] for p in extra_parents]
+        tree = None if base is None else base[1]
+        return self._commit_tree(tree, parents, changes, author, message, trailers)
+
+    def flush(self) -> None:
+        """Write the objects of the commits made since the last flush, as one pack and its
+        index, each flushed to disk before it is renamed into place and the pack
+        directory after: on return they survive a power cut. A failed write drops them
+        (no ref names them yet); the error says why."""
+        if not self._pending:
+            return
+        objects, self._pending = self._pending, {}
         with _storage_errors(f"write a commit in {self.path}", self.path):
-            return str(self._commit_tree(tree, parents, changes, author, message, trailers))
+            _write_pack(self.path / "objects" / "pack", packs.build_pack(objects))
 
     @_reports_damage
     def advance_head(self, new: str, expected: str, *, reason: str = "sync") -> None:
-        """Move `main` from `expected` to `new`, atomically against other processes.
+        """Move `main` from `expected` to `new`, atomically against other processes;
+        commits written here are flushed first.
 
         Raises HeadMoved if `main` is not at `expected`, Invalid if `new` does not
         descend from it (history only grows), Unavailable(novel_busy) if another
         writer holds the ref's lock file.
         """
+        self.flush()
         ref = self._repo.references.get(BRANCH)
         if ref is None or str(ref.target) != expected:
             raise _head_moved(expected, None if ref is None else str(ref.target))
@@ -610,58 +652,69 @@ class NovelRepository:
             )
         return self._repo[rev.lower()]
 
+    def _commit_parts(self, rev: str) -> tuple[bytes, bytes]:
+        """The raw ids of commit `rev` and of its tree; `rev` may be a commit written here
+        and not flushed yet. Raises NotFound(revision_missing) like `_commit`."""
+        key = rev.lower() if isinstance(rev, str) else ""
+        if _HEX_ID.fullmatch(key):
+            pending = self._pending.get(bytes.fromhex(key))
+            if pending is not None and pending[0] == packs.COMMIT:
+                # A commit's first line: "tree <hex id>".
+                return bytes.fromhex(key), bytes.fromhex(pending[1][5:45].decode())
+            try:
+                commit = self._git.get(key)
+            except (ValueError, KeyError, pygit2.GitError) as exc:
+                if _damage(self.path, exc) is not None:
+                    raise
+                commit = None
+            if isinstance(commit, pygit2.Commit):
+                return commit.id.raw, commit.tree_id.raw
+        raise NotFound(
+            f"No commit {rev!r} in {self.path}",
+            code="revision_missing",
+            details={"revision": rev},
+        )
+
     def _commit_tree(
         self,
-        base_tree: pygit2.Oid | None,
-        parents: list[pygit2.Oid],
+        base_tree: bytes | None,
+        parents: list[bytes],
         changes: Mapping[str, str | None],
         author: Author,
         message: str,
         trailers: Mapping[str, str] | None,
-    ) -> pygit2.Oid:
+    ) -> str:
         split: dict[str, str | None] = {}
         for path, text in changes.items():
             _check_path(path)
             split[path] = text
-        start = self._repo[base_tree] if base_tree is not None else None
-        written: list[pygit2.Oid] = []
-        tree = self._build_tree(start, split, "", written)
+        tree = self._build_tree(base_tree, split, "")
         if tree is None:
-            tree = self._whole(lambda: self._repo.TreeBuilder().write())
-            written.append(tree)
+            tree = self._keep(packs.TREE, b"")
         committer = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL)
-        signature = author.signature()
-        text = _message(message, trailers)
-        commit = self._whole(
-            lambda: self._repo.create_commit(None, signature, committer, text, tree, parents)
+        data = packs.commit_data(
+            tree, parents, author.signature(), committer, _message(message, trailers)
         )
-        written.append(commit)
-        _sync_objects(self.path, written)
-        return commit
+        return self._keep(packs.COMMIT, data).hex()
 
     def _build_tree(
-        self,
-        tree: pygit2.Tree | None,
-        changes: Mapping[str, str | None],
-        where: str,
-        written: list[pygit2.Oid],
-    ) -> pygit2.Oid | None:
-        """The id of `tree` with `changes` (paths relative to it), None if empty; the ids
-        of the blobs and trees it wrote are added to `written`."""
-        builder = self._repo.TreeBuilder(tree) if tree is not None else self._repo.TreeBuilder()
+        self, tree: bytes | None, changes: Mapping[str, str | None], where: str
+    ) -> bytes | None:
+        """The raw id of tree `tree` (a raw id) with `changes` (paths relative to it)
+        applied, None if that leaves it empty; what it makes is kept for `flush`."""
+        entries = self._tree_entries(tree) if tree is not None else {}
         nested: dict[str, dict[str, str | None]] = {}
         for path, text in changes.items():
             name, slash, rest = path.partition("/")
             if slash:
                 nested.setdefault(name, {})[rest] = text
                 continue
-            name = _entry_name(name)
-            existing = builder.get(name)
-            if existing is not None and existing.filemode == FileMode.TREE:
+            key = name.encode("utf-8")
+            existing = entries.get(key)
+            if existing is not None and existing[0] == packs.TREE_MODE:
                 raise _not_a_file(where + name)
             if text is None:
-                if existing is not None:
-                    builder.remove(name)
+                entries.pop(key, None)
                 continue
             try:
                 data = text.encode("utf-8")
@@ -671,55 +724,45 @@ class NovelRepository:
                     code="invalid_text",
                     details={"path": where + name},
                 ) from exc
-            blob = self._whole(lambda data=data: self._repo.create_blob(data))
-            written.append(blob)
-            self._remember(str(blob), text)
-            builder.insert(name, blob, FileMode.BLOB)
+            blob = self._keep(packs.BLOB, data)
+            self._remember(blob.hex(), text)
+            entries[key] = (packs.FILE_MODE, blob)
         for name, sub in nested.items():
-            name = _entry_name(name)
-            existing = builder.get(name)
+            key = name.encode("utf-8")
+            existing = entries.get(key)
             subtree = None
             if existing is not None:
-                if existing.filemode != FileMode.TREE:
+                if existing[0] != packs.TREE_MODE:
                     if all(text is None for text in sub.values()):
                         continue
                     raise _not_a_file(where + name, directory=False)
-                subtree = self._repo[existing.id]
-            new_id = self._build_tree(subtree, sub, f"{where}{name}/", written)
+                subtree = existing[1]
+            new_id = self._build_tree(subtree, sub, f"{where}{name}/")
             if new_id is None:
-                if existing is not None:
-                    builder.remove(name)
+                entries.pop(key, None)
             else:
-                builder.insert(name, new_id, FileMode.TREE)
-        if len(builder) == 0:
+                entries[key] = (packs.TREE_MODE, new_id)
+        if not entries:
             return None
-        tree_id = self._whole(builder.write)
-        written.append(tree_id)
-        return tree_id
+        return self._keep(packs.TREE, packs.tree_data(entries))
 
-    def _whole(self, write: Callable[[], pygit2.Oid]) -> pygit2.Oid:
-        """`write()`, one object written by libgit2, made sure not to be an empty file.
-
-        libgit2 writes nothing when a file of the object's name exists. A power cut after
-        a write but before its flush can leave that file empty (a new file's data may not
-        have reached the disk when its rename did). Trusted, it fails the commit that
-        needs it, and again at every retry of the device that never had its answer: the
-        text could not be saved until someone deleted the file by hand. Such a file is
-        removed and the object written again. An object without a loose file is packed,
-        and a pack is flushed whole before it is used.
-        """
-        oid = write()
-        name = str(oid)
-        loose = self.path / "objects" / name[:2] / name[2:]
+    def _tree_entries(self, oid: bytes) -> packs.TreeEntries:
+        """The entries of tree `oid` (raw), kept or on disk, without flushing what is kept."""
+        pending = self._pending.get(oid)
+        if pending is not None:
+            return packs.parse_tree(pending[1], oid.hex())
         try:
-            empty = loose.stat().st_size == 0
-        except FileNotFoundError:
-            return oid
-        if empty:
-            log.warning("%s: replacing the empty object file %s (left by a crash)",
-                        self.path, name)  # fmt: skip
-            loose.unlink()
-            oid = write()
+            kind, data = self._git.odb.read(oid.hex())
+        except KeyError as exc:
+            raise KeyError(oid.hex()) from exc  # named by a commit or tree: damage
+        if kind != pygit2.enums.ObjectType.TREE:
+            raise pygit2.GitError(f"{oid.hex()}: malformed tree: the object is a {kind.name}")
+        return packs.parse_tree(data, oid.hex())
+
+    def _keep(self, kind: int, data: bytes) -> bytes:
+        """Keep an object for the next `flush`; its raw id."""
+        oid = packs.object_id(kind, data)
+        self._pending.setdefault(oid, (kind, data))
         return oid
 
 
@@ -967,20 +1010,30 @@ def _fsync_missing_ok_dir(path: Path) -> None:
     _fsync_dir(path, missing_ok=True)
 
 
-def _sync_objects(repo: Path, ids: list[pygit2.Oid]) -> None:
-    """Make the objects just written durable: each loose file, the objects/xx
-    directories holding them, and objects/ for a directory libgit2 had to create.
+def _write_pack(folder: Path, pack: packs.Pack) -> None:
+    """Put `pack` in the pack directory `folder` durably: both files written under
+    temporary names and flushed, then renamed into place (the pack first: Git and
+    libgit2 look for packs by their index), then the directory flushed.
 
-    An id without a loose file was already in the repository (libgit2 does not write
-    an object twice) or has been packed since by `git repack`, which fsyncs its packs:
-    its directory is flushed all the same, which costs nothing when nothing changed.
+    A crash leaves at most a temporary file (cleared by maintenance) or a pack without
+    its index, which Git and libgit2 pass over; never a named file with missing data.
     """
-    if not _durable:
-        return
-    objects = repo / "objects"
-    names = {str(oid) for oid in ids}
-    folders = sorted({objects / name[:2] for name in names}) + [objects]
-    _fsync_all([objects / name[:2] / name[2:] for name in sorted(names)], folders)
+    folder.mkdir(exist_ok=True)
+    temporaries: list[Path] = []
+    try:
+        for data in (pack.pack, pack.index):
+            fd, name = tempfile.mkstemp(prefix=PACK_TEMPORARY_PREFIX, dir=folder)
+            temporaries.append(Path(name))
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+        _fsync_all(temporaries)
+        for temporary, suffix in zip(temporaries, (".pack", ".idx"), strict=True):
+            os.chmod(temporary, 0o444)  # as Git leaves its packs
+            os.replace(temporary, folder / f"pack-{pack.name}{suffix}")
+        _fsync_dir(folder)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
 
 
 def _fsync_tree(root: Path) -> None:

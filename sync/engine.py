@@ -105,6 +105,9 @@ def reconcile(
     result = Reconciled(status="noop", head=head)
     reason = "sync"
     if effective:
+        # Everything read first: the commits are then written without a read between
+        # them, so both go to disk together, as one pack, at the next read.
+        merged = None if base == head else _merge(repo, base, head, effective, result)
         device_commit = repo.write_commit(
             parent=base, changes=effective, author=edit.author, message=edit.message,
             trailers=_trailers(edit),
@@ -113,8 +116,18 @@ def reconcile(
         if base == head:
             result.status, result.head, reason = "fast_forward", device_commit, "fast-forward"
         else:
-            _merge(repo, base, head, device_commit, effective, edit, result)
             reason = "merge"
+            if merged is not None:
+                device = edit.device_id or "a device"
+                result.head = repo.write_commit(
+                    parent=head,
+                    extra_parents=[device_commit],
+                    changes=merged,
+                    author=edit.author,
+                    message=f"Merge edits from {device}"
+                    + (" (conflicts kept the server's text)" if result.conflicts else ""),
+                    trailers=_trailers(edit),
+                )
     result.files = files_between(repo, base, result.head)
     behind = indexed is not None and indexed != head and repo.has_commit(indexed)
     # SQLite behind Git (its head an ancestor of Git's): catch up on the way.
@@ -146,13 +159,12 @@ def _merge(
     repo: NovelRepository,
     base: str | None,
     head: str,
-    device_commit: str,
     effective: Mapping[str, str | None],
-    edit: Edit,
     result: Reconciled,
-) -> None:
-    """The merge commit of the device's commit into the head (result.head; the caller
-    moves the head), or nothing when the head already holds the device's texts."""
+) -> dict[str, str | None] | None:
+    """The changes of the merge commit of the device's edits into the head, None when the
+    head already holds the device's texts (no merge commit); sets the status and the
+    conflicts in `result`."""
     server_changed = set(repo.changed_paths(base, head))
     merged: dict[str, str | None] = {}
     for path, theirs in effective.items():
@@ -171,17 +183,8 @@ def _merge(
     # device's own version then survives only through its commit, so merge it in.
     held = all(_text(repo, path, head) == text for path, text in effective.items())
     if not merged and not result.conflicts and held:
-        return
-    device = edit.device_id or "a device"
-    result.head = repo.write_commit(
-        parent=head,
-        extra_parents=[device_commit],
-        changes=merged,
-        author=edit.author,
-        message=f"Merge edits from {device}"
-        + (" (conflicts kept the server's text)" if result.conflicts else ""),
-        trailers=_trailers(edit),
-    )
+        return None
+    return merged
 
 
 def request_hash(base: str | None, changes: Mapping[str, str | None], message: str | None) -> str:
@@ -339,6 +342,9 @@ async def commit_while_writing(
         return reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
 
     done = await library.run(novel_id, work)
+    if done.device_commit is not None:
+        # The device's commit, and a merge commit unless the head became the device's.
+        library.note_commits(novel_id, 1 if done.head == done.device_commit else 2)
     answer = _answer(done)
     await db.write(_record, novel_id, edit, done, answer, digest)
     return answer

@@ -331,10 +331,22 @@ async def test_a_read_only_repository_refuses_its_writes_until_writable_again(
 # -- a corrupt loose object -------------------------------------------------------------------
 
 
+def unpack_all(path: Path) -> None:
+    """Every object of the repository as a loose file, as servers before packed writes
+    left them (`tests/test_repository.py` damages a pack)."""
+    for pack in (path / "objects" / "pack").glob("*.pack"):
+        data = pack.read_bytes()
+        pack.with_suffix(".idx").unlink()
+        pack.unlink()
+        git = ["git", f"--git-dir={path}", "unpack-objects", "-q"]
+        subprocess.run(git, input=data, check=True, env=GIT_ENV)
+
+
 def damage_chapter(settings: Settings, novel: Novel) -> tuple[str, Path, bytes]:
     """Overwrite the loose object of the novel's chapter at its head with garbage; returns
     the blob id, its file and the intact bytes (the backup to restore)."""
     path = repo_path(settings, novel.id)
+    unpack_all(path)
     blob = str(pygit2.Repository(str(path)).revparse_single(f"main:{novel.chapter_path}").id)
     loose = path / "objects" / blob[:2] / blob[2:]
     assert loose.is_file(), f"{novel.chapter_path} of {novel.id} is not a loose object"

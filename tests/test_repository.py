@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import shutil
@@ -13,10 +14,11 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from storage.errors import Conflict, Invalid, NotFound, Unavailable
+from storage.errors import Conflict, Invalid, NotFound, RepositoryCorrupt, Unavailable
 from storage.maintenance import loose_object_count, needs_repack, pack_count, repack
 from storage.repository import (
     LOCK_FILE,
+    PACK_TEMPORARY_PREFIX,
     Author,
     HeadMoved,
     NovelRepository,
@@ -117,6 +119,7 @@ def test_commits_record_the_writer_as_author_and_the_server_as_committer(
         author=Author("Ann Writer", "ann@example.org", time=written),
         message="Add chapter two",
     )
+    novel.flush()  # for the git command, another process
 
     shown = git(novel.path, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%aI", head).stdout.strip()
     assert shown == "Ann Writer <ann@example.org>|OpenWrite <server@openwrite.local>|" + (
@@ -542,6 +545,7 @@ def small_disk(tmp_path: Path):
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     yield mount
+    gc.collect()  # a repository left in a cycle keeps its pack files open
     subprocess.run(["umount", str(mount)], check=True)
 
 
@@ -553,9 +557,10 @@ def test_a_full_disk_makes_writes_unavailable_and_keeps_the_head(small_disk: Pat
     subprocess.run(["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=4k"], check=False)
 
     with pytest.raises(Unavailable) as full:
-        novel.write_commit(
+        big = novel.write_commit(
             parent=head, changes={"chapters/two.md": "x" * 200_000}, author=ANN, message="Big"
         )
+        novel.advance_head(big, head)
 
     assert full.value.code == "storage_full"
     assert full.value.status == 503
@@ -572,7 +577,8 @@ def test_a_read_only_disk_makes_writes_unavailable(small_disk: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
 
     with pytest.raises(Unavailable) as read_only:
-        novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
+        commit = novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
+        novel.advance_head(commit, head)
     with pytest.raises(Unavailable) as lock_refused, novel_lock(novel.path):
         pass
 
@@ -585,20 +591,64 @@ def test_a_read_only_disk_makes_writes_unavailable(small_disk: Path) -> None:
 # -- maintenance -----------------------------------------------------------------
 
 
-def test_repack_packs_loose_objects_and_fsck_stays_clean(novel: NovelRepository) -> None:
+def test_each_publish_writes_one_pack_and_repack_folds_them(novel: NovelRepository) -> None:
+    before = pack_count(novel.path)
     for i in range(20):
         commit_and_advance(novel, {f"chapters/c{i}.md": f"Chapter {i}\n"})
-    before = loose_object_count(novel.path)
-    assert needs_repack(novel.path, threshold=50)
+    assert pack_count(novel.path) == before + 20
+    assert loose_object_count(novel.path) == 0
+    assert needs_repack(novel.path, packs=20)
+    assert not needs_repack(novel.path, packs=40)
 
     result = repack(novel.path)
 
-    assert result.loose_before == before >= 60
-    assert result.loose_after == loose_object_count(novel.path) < before
+    assert result.packs_before == before + 20
     assert result.packs_after == pack_count(novel.path) == 1
-    assert not needs_repack(novel.path, threshold=50)
+    assert not needs_repack(novel.path, packs=20)
     assert len(list(novel.log())) == 21
     assert novel.read_text("chapters/c7.md").text == "Chapter 7\n"
+    assert_fsck_clean(novel.path)
+
+
+def test_repack_packs_loose_objects_an_older_server_left(novel: NovelRepository) -> None:
+    raw = pygit2.Repository(str(novel.path))
+    loose = [raw.create_blob(f"Loose {i}\n".encode()) for i in range(30)]
+    assert loose_object_count(novel.path) == 30
+    assert needs_repack(novel.path, threshold=30)
+
+    result = repack(novel.path)
+
+    assert result.loose_before == 30
+    assert result.loose_after == loose_object_count(novel.path) == 0
+    assert all(raw.get(oid) is not None for oid in loose)  # unreachable, and kept
+    assert_fsck_clean(novel.path)
+
+
+def test_a_pack_left_half_written_is_passed_over_and_cleared_by_maintenance(
+    novel: NovelRepository,
+) -> None:
+    """A crash mid-write leaves a temporary file, or a pack whose index never got its
+    name; neither is read, and the repository works on."""
+    folder = novel.path / "objects" / "pack"
+    stale = folder / f"{PACK_TEMPORARY_PREFIX}abc123"
+    stale.write_bytes(b"PACK\0\0\0\2")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    fresh = folder / f"{PACK_TEMPORARY_PREFIX}def456"  # a write that may still be running
+    fresh.write_bytes(b"PACK")
+    orphan = folder / ("pack-" + "1" * 40 + ".pack")
+    orphan.write_bytes(b"PACK\0\0\0\2\0\0\0\1 cut short")
+
+    commit_and_advance(novel, {"chapters/after.md": "After the crash.\n"})
+    assert NovelRepository.open(novel.path).read_text("chapters/after.md").text == (
+        "After the crash.\n"
+    )
+    repack(novel.path)
+
+    assert not stale.exists()
+    assert fresh.exists()
+    fresh.unlink()
+    orphan.unlink()
     assert_fsck_clean(novel.path)
 
 
@@ -662,11 +712,6 @@ def test_cost_of_one_durable_commit_is_printed(novel: NovelRepository) -> None:
 # -- durability: what is fsynced -------------------------------------------------------
 
 
-def _loose_files(repo: Path) -> set[Path]:
-    objects = repo / "objects"
-    return {p for p in objects.glob("??/*") if len(p.parent.name) == 2}
-
-
 @pytest.fixture
 def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every path os.fsync is called on, on any thread (the real fsync still runs)."""
@@ -681,13 +726,15 @@ def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
-def test_a_commit_fsyncs_every_object_it_wrote_and_their_directories(
+def test_a_commit_is_kept_until_published_then_written_as_one_synced_pack(
     novel: NovelRepository, fsynced: list[Path]
 ) -> None:
-    """The server's fsyncs replace libgit2's: each new loose object, the objects/xx
-    directory that names it and objects/ itself are synced before write_commit returns,
-    the moved ref and refs/heads/ before advance_head returns."""
-    before = _loose_files(novel.path)
+    """The server's fsyncs replace libgit2's: the commits written since the last flush
+    go to disk as one pack and its index, each synced under its temporary name before
+    it is renamed, then objects/pack/ itself, all before advance_head moves the ref
+    (then the moved ref and refs/heads/)."""
+    folder = novel.path / "objects" / "pack"
+    packs_before = set(folder.iterdir())
     head = novel.head()
     commit = novel.write_commit(
         parent=head,
@@ -695,18 +742,47 @@ def test_a_commit_fsyncs_every_object_it_wrote_and_their_directories(
         author=ANN,
         message="Two new files in two folders",
     )
-    written = _loose_files(novel.path) - before
-    # two blobs, two new subtrees, the root tree, the commit
-    assert len(written) == 6
-    assert written <= set(fsynced)
-    assert {p.parent for p in written} <= set(fsynced)
-    assert novel.path / "objects" in fsynced
-    fsynced.clear()
+    merge = novel.write_commit(
+        parent=head, extra_parents=[commit], changes={"chapters/one.md": "Merged.\n"},
+        author=ANN, message="A merge on top of a commit not yet on disk",
+    )  # fmt: skip
+    assert set(folder.iterdir()) == packs_before and not fsynced  # kept in memory
 
-    novel.advance_head(commit, head)
+    novel.advance_head(merge, head)
 
-    # Issued together (`_fsync_all`), so in either order.
-    assert sorted(fsynced) == [novel.path / "refs/heads", novel.path / "refs/heads/main"]
+    written = set(folder.iterdir()) - packs_before
+    assert sorted(p.suffix for p in written) == [".idx", ".pack"]
+    assert all(p.stat().st_mode & 0o777 == 0o444 for p in written)
+    temporaries = [p for p in fsynced if p.name.startswith(PACK_TEMPORARY_PREFIX)]
+    assert len(temporaries) == 2 and all(p.parent == folder for p in temporaries)
+    assert fsynced[2] == folder  # after both files, before the ref
+    assert sorted(fsynced[3:]) == [novel.path / "refs/heads", novel.path / "refs/heads/main"]
+    index = next(p for p in written if p.suffix == ".idx")
+    shown = git(novel.path, "verify-pack", "-v", str(index))
+    # three blobs; chapters/ twice, locations/, two roots; two commits
+    assert shown.returncode == 0 and "non delta: 10 objects" in shown.stdout, shown.stdout
+    assert_fsck_clean(novel.path)
+
+
+def test_a_read_sees_commits_not_yet_flushed(novel: NovelRepository) -> None:
+    """Any read through libgit2 writes what is kept first, so it finds it."""
+    head = novel.head()
+    commit = novel.write_commit(
+        parent=head, changes={"chapters/kept.md": "Kept.\n"}, author=ANN, message="Kept"
+    )
+    assert novel.has_commit(commit)
+    assert novel.read_text("chapters/kept.md", commit).text == "Kept.\n"
+    assert novel.changed_paths(head, commit) == ["chapters/kept.md"]
+    assert NovelRepository.open(novel.path).has_commit(commit)  # on disk now
+
+
+def test_a_closed_repository_writes_what_it_kept(novel: NovelRepository) -> None:
+    head = novel.head()
+    commit = novel.write_commit(
+        parent=head, changes={"chapters/kept.md": "Kept.\n"}, author=ANN, message="Kept"
+    )
+    novel.close()
+    assert NovelRepository.open(novel.path).has_commit(commit)
 
 
 def test_a_new_repository_is_synced_whole_before_it_is_renamed_into_place(
@@ -775,24 +851,49 @@ async def test_the_library_closes_the_repository_of_every_call_even_a_failed_one
         library.close()
 
 
-def test_an_object_file_left_empty_by_a_crash_is_written_again(
-    novel: NovelRepository, caplog: pytest.LogCaptureFixture
-):
-    """A power cut between writing an object and flushing it can leave an empty file
-    under the object's name. A device that never got its answer sends the same text
-    again: it must be saved and readable, not refused at every retry because libgit2
-    trusts the empty file and cannot read it back."""
+def test_an_object_file_left_empty_by_a_crash_does_not_block_the_same_text_again(
+    novel: NovelRepository,
+) -> None:
+    """A power cut between writing a loose object and flushing it (libgit2's way, before
+    commits were written as packs) can leave an empty file under the object's name. A
+    device that never got its answer sends the same text again: it must be saved and
+    readable. The pack holding it is read first, by libgit2 and by Git; repacking
+    removes the empty file."""
     text = "---\ntitle: Two\n---\nSent twice, answered once.\n"
     blob = str(pygit2.hash(text.encode()))
     loose = novel.path / "objects" / blob[:2] / blob[2:]
     loose.parent.mkdir(exist_ok=True)
     loose.write_bytes(b"")
-    commit = novel.write_commit(
-        parent=novel.head(), changes={"chapters/two.md": text}, author=ANN, message="Again"
-    )
-    assert loose.stat().st_size > 0
-    reopened = NovelRepository.open(novel.path)
-    assert reopened.read_text("chapters/two.md", commit).text == text
-    assert "replacing the empty object file" in caplog.text
-    checked = git(novel.path, "fsck", "--strict", "--no-dangling")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    commit = commit_and_advance(novel, {"chapters/two.md": text})
+
+    assert NovelRepository.open(novel.path).read_text("chapters/two.md", commit).text == text
+    assert git(novel.path, "cat-file", "-p", blob).stdout == text
+    repack(novel.path)
+    assert not loose.exists()
+    assert_fsck_clean(novel.path)
+
+
+def test_a_damaged_entry_of_a_pack_is_reported_as_damage_with_its_id(
+    novel: NovelRepository,
+) -> None:
+    text = "A chapter whose bytes in the pack get damaged.\n" * 20
+    commit_and_advance(novel, {"chapters/one.md": text})
+    blob = novel.read_text("chapters/one.md").blob
+    for index in (novel.path / "objects" / "pack").glob("*.idx"):
+        listed = subprocess.run(
+            ["git", "show-index"], stdin=index.open("rb"), capture_output=True, text=True
+        ).stdout.split("\n")
+        found = [int(line.split()[0]) for line in listed if line and line.split()[1] == blob]
+        if found:
+            pack = index.with_suffix(".pack")
+            break
+    pack.chmod(0o644)
+    with pack.open("r+b") as file:
+        file.seek(found[0] + 3)  # past the entry's type and size: its zlib stream
+        file.write(b"\xff" * 8)
+
+    with pytest.raises(RepositoryCorrupt) as damaged:
+        NovelRepository.open(novel.path).read_text("chapters/one.md")
+    assert damaged.value.details["object"] == blob
+    assert blob in str(damaged.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import pygit2
 import pytest
 
 from server.config import Settings
-from server.state import DB
+from server.state import DB, LIBRARY
 from storage.db import open_database, query, query_one
 from storage.reindex import check_novels
 from sync.engine import find_operation
@@ -755,3 +756,49 @@ def test_start_up_repairs_an_index_left_behind_git(tmp_path):
         assert row["head"] == str(ahead)
     finally:
         conn_db.close()
+
+
+# -- repository upkeep follows the syncs ----------------------------------------------------
+
+
+async def test_a_merged_sync_writes_one_pack_and_upkeep_keeps_their_number_down(
+    ann: Writer, client
+) -> None:
+    """Each sync's objects go to disk as one pack (both commits of a merge together), and
+    the library folds them in the background as syncs go on: a busy novel never reaches
+    the pack count at which every lookup gets slow."""
+    from storage.library import CHECK_EVERY  # noqa: PLC0415
+    from storage.maintenance import DEFAULT_PACK_THRESHOLD, pack_count  # noqa: PLC0415
+
+    library = client.app[LIBRARY]
+    novel_id = await new_novel(ann)
+    path = library.path(novel_id)
+    laptop, phone = await devices(ann, novel_id, "laptop", "phone")
+    laptop.write("chapters/notes.md", "Notes.\n")
+    await laptop.sync()
+    before = pack_count(path)
+    phone.replace(CHAPTER, "stairs", "steps")
+    answer = await phone.sync()
+    assert answer["status"] == "merged"
+    assert pack_count(path) == before + 1
+
+    heads = []
+    for n in range(3 * DEFAULT_PACK_THRESHOLD):
+        device = (laptop, phone)[n % 2]
+        device.write(f"chapters/notes-{device.device_id}.md", f"Note {n}.\n")
+        heads.append((await device.sync())["head"])
+        await asyncio.gather(*library._maintaining.values())
+        assert pack_count(path) < DEFAULT_PACK_THRESHOLD + CHECK_EVERY
+
+    assert pack_count(path) < DEFAULT_PACK_THRESHOLD
+    repo = pygit2.Repository(str(path))
+    assert all(repo.descendant_of(repo.head.target, h) or str(repo.head.target) == h
+               for h in heads)  # fmt: skip
+    checked = subprocess.run(
+        ["git", f"--git-dir={path}", "fsck", "--strict", "--no-dangling"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (await server_files(ann, novel_id))[1]["chapters/notes-phone.md"] == (
+        f"Note {3 * DEFAULT_PACK_THRESHOLD - 1}.\n"
+    )
