@@ -123,7 +123,13 @@ def _remove_stale_temporaries(path: Path) -> None:
         return
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     for entry in os.scandir(folder):
-        if entry.name.startswith(PACK_TEMPORARY_PREFIX) and entry.stat().st_mtime < cutoff:
+        if not entry.name.startswith(PACK_TEMPORARY_PREFIX):
+            continue
+        try:
+            stale = entry.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue  # renamed into place meanwhile by the write it belongs to
+        if stale:
             Path(entry.path).unlink(missing_ok=True)
 
 

@@ -897,3 +897,38 @@ def test_a_damaged_entry_of_a_pack_is_reported_as_damage_with_its_id(
         NovelRepository.open(novel.path).read_text("chapters/one.md")
     assert damaged.value.details["object"] == blob
     assert blob in str(damaged.value)
+
+
+def test_a_temporary_renamed_while_maintenance_looks_at_it_is_passed_over(
+    novel: NovelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync renames its pack into place while the repack lists the pack folder: the
+    repack goes on (it failed with FileNotFoundError, under the load benchmark)."""
+    import storage.maintenance as upkeep  # noqa: PLC0415
+
+    folder = novel.path / "objects" / "pack"
+    writing = folder / f"{PACK_TEMPORARY_PREFIX}in-flight"
+    writing.write_bytes(b"PACK")
+    listed = os.scandir
+
+    class Listing(list):  # what os.scandir gives: iterable, and a context manager
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def listing_then_renaming(path):  # noqa: ANN001, ANN202
+        with listed(path) as found:
+            entries = Listing(found)
+        if Path(path) == folder and writing.exists():
+            writing.rename(folder / "renamed-meanwhile")
+        return entries
+
+    monkeypatch.setattr(upkeep.os, "scandir", listing_then_renaming)
+    result = repack(novel.path)
+    monkeypatch.undo()
+
+    assert not result.skipped
+    (folder / "renamed-meanwhile").unlink()
+    assert_fsck_clean(novel.path)
