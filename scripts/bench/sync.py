@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +37,11 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from _common import DOCS, cpu_seconds, machine, write_docs  # noqa: E402
+from _common import DOCS, children_cpu_seconds, cpu_seconds, machine, write_docs  # noqa: E402
 
 from storage import content_index, history  # noqa: E402
 from storage.db import open_database  # noqa: E402
+from storage.library import CHECK_EVERY, Library  # noqa: E402
 from storage.repository import Author, NovelRepository, enable_durability  # noqa: E402
 from storage.words import word_count  # noqa: E402
 from tests.servers import ServerProcess, start_server  # noqa: E402
@@ -60,6 +62,8 @@ class Run:
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     server_cpu: float | None = None
+    client_cpu: float | None = None  # the devices' process: they share the machine
+    git_cpu: float | None = None  # the server's git children (repacks)
 
     @property
     def rate(self) -> float:
@@ -246,15 +250,22 @@ async def http_load(
         spy = None
         if profile is not None:
             spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(server.process.pid), "--threads",
-                 "--duration", str(int(duration)), "--format", "raw", "--output", str(profile)],
+                # Sampled without stopping the server (--nonblocking), and only the
+                # thread holding the GIL: what the server's one core spends itself on.
+                ["py-spy", "record", "--pid", str(server.process.pid), "--threads", "--gil",
+                 "--nonblocking", "--duration", str(int(duration)), "--format", "raw",
+                 "--output", str(profile)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         cpu_before = cpu_seconds(server.process.pid)
+        git_before = children_cpu_seconds(server.process.pid)
+        client_before = time.process_time()
         began = time.perf_counter()
         await asyncio.gather(*devices(loop.time() + duration, "measure"))
         run.seconds = time.perf_counter() - began
         run.server_cpu = (cpu_seconds(server.process.pid) - cpu_before) / run.seconds
+        run.client_cpu = (time.process_time() - client_before) / run.seconds
+        run.git_cpu = (children_cpu_seconds(server.process.pid) - git_before) / run.seconds
         if spy is not None:
             spy.wait()
     return run
@@ -271,8 +282,9 @@ def storage_limit(
     own base. A device whose base is the head gets one commit (a fast-forward); any other
     gets its commit on its base and a merge commit (parents: the head and the device's
     commit) holding the head's text with the device's paragraph, as the sync's merge of
-    disjoint edits does. The same durability (fsync) and the same SQLite writes in one
-    transaction: chapter rows, the head, and the revision index of every new commit.
+    disjoint edits does. The same durability (fsync), the same SQLite writes in one
+    transaction (chapter rows, the head, and the revision index of every new commit) and
+    the same upkeep (the library's repacks on their own thread).
     The merge itself (finding what changed, word by word) is the sync's work, not storage's,
     and is not done here."""
     enable_durability()
@@ -283,6 +295,10 @@ def storage_limit(
     lock = threading.Lock()
     stop_at = time.monotonic() + duration
     per_novel = -(-clients // len(novel_ids))
+    library = Library(data_dir / "novels")
+    repacker = ThreadPoolExecutor(1, thread_name_prefix="repack")
+    upkeep: dict[str, Future] = {}
+    commits = dict.fromkeys(novel_ids, 0)
 
     def writer(novel_id: str) -> None:
         rng = random.Random(novel_id)
@@ -299,6 +315,8 @@ def storage_limit(
                 head, base = repo.head(), bases[slot]
                 mine = [p for p in range(paragraph_count) if p % per_novel == slot]
                 edited = one_word_edit(repo.read_text(CHAPTER, base).text, rng, mine, f"s{n}")
+                # Read before the writes, as the sync does: both commits go to one pack.
+                theirs = repo.read_text(CHAPTER, head).text
                 trailers = {"Device-Id": f"bench{slot}", "Op-Id": f"s{n}"}
                 commit = repo.write_commit(
                     parent=base, changes={CHAPTER: edited}, author=author,
@@ -306,7 +324,7 @@ def storage_limit(
                 )  # fmt: skip
                 text, written = edited, [commit]
                 if base != head:
-                    text = with_paragraphs(repo.read_text(CHAPTER, head).text, edited, mine)
+                    text = with_paragraphs(theirs, edited, mine)
                     commit = repo.write_commit(
                         parent=head, changes={CHAPTER: text}, author=author,
                         message=f"Merge sync from bench{slot}", extra_parents=[commit],
@@ -324,7 +342,15 @@ def storage_limit(
                     history.record_revisions(conn, novel_id, revisions)
 
                 db.write_sync(index)
+            repo.close()
             bases[slot] = commit
+            # The library's upkeep, as the server runs it: a look every CHECK_EVERY
+            # commits, a repack on its own thread when the packs have piled up.
+            before, commits[novel_id] = commits[novel_id], commits[novel_id] + len(written)
+            if commits[novel_id] // CHECK_EVERY > before // CHECK_EVERY:
+                with lock:
+                    if upkeep.get(novel_id) is None or upkeep[novel_id].done():
+                        upkeep[novel_id] = repacker.submit(library.maintain, novel_id)
             elapsed = time.perf_counter() - began
             with lock:
                 run.ok += 1
@@ -339,6 +365,8 @@ def storage_limit(
     for thread in threads:
         thread.join()
     run.seconds = time.perf_counter() - began
+    repacker.shutdown(wait=True)
+    library.close()
     db.close()
     return run
 
@@ -398,6 +426,8 @@ def measure(args: argparse.Namespace, history: int, work: Path) -> Result:
     result = Result(history, http, storage, paced)
     for run in (http, storage, paced):
         cpu = f", server CPU {run.server_cpu:.2f} cores" if run.server_cpu is not None else ""
+        if run.client_cpu is not None:
+            cpu += f" + {run.git_cpu:.2f} in git repacks, devices {run.client_cpu:.2f}"
         print(f"  {run.name:<26} {run.rate:7.1f}/s  p50 {run.percentile(0.5):6.1f} ms"
               f"  p99 {run.percentile(0.99):6.1f} ms  ({run.ok} in {run.seconds:.1f} s{cpu}"
               f"{', statuses ' + str(run.statuses) if run.statuses else ''}"
