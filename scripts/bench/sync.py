@@ -421,7 +421,7 @@ def measure(args: argparse.Namespace, history: int, work: Path) -> Result:
     profile = args.profile and args.profile / f"server-history-{history}.txt"
     http = served(data_dir, headers, novel_ids, args, paragraph_count, profile=profile)
     storage = storage_limit(data_dir, novel_ids, args.duration, paragraph_count, args.clients)
-    rate = GOAL_RATIO * storage.rate
+    rate = args.paced_rate or GOAL_RATIO * storage.rate
     paced = served(data_dir, headers, novel_ids, args, paragraph_count, rate=rate)
     result = Result(history, http, storage, paced)
     for run in (http, storage, paced):
@@ -495,6 +495,10 @@ def main() -> int:
                         help="commits of history to measure on (100,20000)")  # fmt: skip
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the server")
+    parser.add_argument(
+        "--paced-rate", type=float,
+        help="syncs/s of the paced run instead of half the storage limit (to compare versions)",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="openwrite-sync-bench-") as tmp:
         results = [measure(args, int(history), Path(tmp)) for history in args.histories.split(",")]
