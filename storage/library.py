@@ -25,7 +25,7 @@ log = logging.getLogger("openwrite.maintenance")
 T = TypeVar("T")
 _NOVEL_ID = re.compile(r"^[0-9a-z]{26}$")
 # Count a novel's packs and loose objects every this many commits (directory scans, cheap).
-CHECK_EVERY = 16
+CHECK_EVERY = 8
 # Still this many packs after the geometric repack: fold them all into one.
 MAX_PACKS = 20
 

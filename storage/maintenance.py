@@ -19,9 +19,12 @@ from storage.repository import PACK_TEMPORARY_PREFIX, novel_lock
 
 MAINTENANCE_LOCK_FILE = "openwrite-maintenance.lock"
 DEFAULT_LOOSE_THRESHOLD = 1000
-# Each commit (a merged sync: both its commits) adds one small pack; past this many packs
-# they are folded together. Every pack is one more index libgit2 searches on a lookup.
-DEFAULT_PACK_THRESHOLD = 32
+# Each sync (a merged one: both its commits) adds one small pack; past this many packs
+# they are folded together. Every pack is one more index libgit2 searches on a lookup:
+# with no folding a server at 60 syncs/s went from p99 75 ms to 700-880 ms in 5 s. 8, 16
+# and 32 measured alike within noise (paced p99 47-69, 52-63, 70-122 ms), 8 at twice
+# the repack CPU of 16 (`docs/benchmarks.md`, session 6).
+DEFAULT_PACK_THRESHOLD = 16
 STALE_TEMPORARY_SECONDS = 3600
 
 _HEX = set(string.hexdigits.lower())
