@@ -4,14 +4,15 @@ on disk.
     python scripts/bench/clone.py [--chapters 20] [--commits 10000] [--repeats 9]
                                   [--edits 1000] [--write-docs]
 
-A novel is created through a server subprocess; its history is grown with the storage
-layer directly (`NovelRepository.write_commit` + `advance_head`: one-word edits to ~50 KB
+A novel is created through a server subprocess; its history is grown with the storage layer
+directly (`NovelRepository.write_commit` + `advance_head`: one-word edits to ~50 KB
 chapters, one pack each as a sync writes them, folded as the library's upkeep folds them),
-then `openwrite admin reindex` and `openwrite admin maintenance` run as an admin would. With the server restarted, `git clone` through it (token as the password) is timed
-against `git clone --no-local` of the same bare repository from disk — Git's upload-pack
-over a pipe, the limit — in back-to-back pairs (which of the two goes first alternates),
-`--repeats` pairs. The goal is judged on the median of the pairs' ratios: the two clones of
-a pair see the same load, which on a shared machine moves far more between pairs.
+then `openwrite admin reindex` and `openwrite admin maintenance` run as an admin would. With
+the server restarted, `git clone` through it (token as the password) is timed against `git
+clone --no-local` of the same bare repository from disk — Git's upload-pack over a pipe, the
+limit — in back-to-back pairs (which of the two goes first alternates), `--repeats` pairs.
+The goal is judged on the median of the pairs' ratios: the two clones of a pair see the same
+load, which on a shared machine moves far more between pairs.
 
 Separately, a novel with one 50 KB chapter gets `--edits` one-word edits: the growth of its
 repository on disk after maintenance, divided by the edits, is the cost of a revision.
