@@ -26,6 +26,10 @@ DEFAULT_LOOSE_THRESHOLD = 1000
 # the repack CPU of 16 (`docs/benchmarks.md`, session 6).
 DEFAULT_PACK_THRESHOLD = 16
 STALE_TEMPORARY_SECONDS = 3600
+# Temporary files in objects/pack: ours (`_write_pack`), pack-objects' and repack's own.
+_TEMPORARY_PREFIXES = (
+    PACK_TEMPORARY_PREFIX, "tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_bitmap_", ".tmp-",
+)  # fmt: skip
 
 _HEX = set(string.hexdigits.lower())
 
@@ -52,10 +56,12 @@ def loose_object_count(path: Path) -> int:
 
 
 def pack_count(path: Path) -> int:
+    """Packs Git and libgit2 read: those with their index (a pack whose index a crash
+    kept from its name is passed over by both, and by this count)."""
     pack_dir = _objects_dir(path) / "pack"
     if not pack_dir.is_dir():
         return 0
-    return sum(1 for name in os.listdir(pack_dir) if name.endswith(".pack"))
+    return sum(1 for name in os.listdir(pack_dir) if name.endswith(".idx"))
 
 
 def needs_repack(
@@ -119,14 +125,15 @@ def repack(
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete our pack files left half-written by a crash: a write takes milliseconds,
-    so one an hour old has no writer."""
+    """Delete pack files left half-written by a crash, ours and those of a `git repack`
+    killed with the server (one can be the size of the novel): a write takes at most
+    minutes (a repack is stopped after `timeout`), so one an hour old has no writer."""
     folder = _objects_dir(path) / "pack"
     if not folder.is_dir():
         return
     cutoff = time.time() - STALE_TEMPORARY_SECONDS
     for entry in os.scandir(folder):
-        if not entry.name.startswith(PACK_TEMPORARY_PREFIX):
+        if not entry.name.startswith(_TEMPORARY_PREFIXES):
             continue
         try:
             stale = entry.stat().st_mtime < cutoff

@@ -58,8 +58,9 @@ def tree_data(entries: Mapping[bytes, tuple[bytes, bytes]]) -> bytes:
 
 
 def parse_tree(data: bytes, oid: str = "") -> TreeEntries:
-    """A tree object's entries, each kept byte for byte (mode, name, id) so that writing
-    the tree again with `tree_data` gives the same object."""
+    """A tree object's entries (mode, name, id), modes written as libgit2 writes them, so
+    that writing the tree again with `tree_data` gives the object libgit2's TreeBuilder
+    would (the same bytes, for a tree Git wrote)."""
     entries: TreeEntries = {}
     at, end = 0, len(data)
     try:
@@ -68,12 +69,20 @@ def parse_tree(data: bytes, oid: str = "") -> TreeEntries:
             nul = data.index(b"\0", space)
             if nul + 21 > end:
                 raise ValueError("entry cut short")
-            entries[data[space + 1 : nul]] = (data[at:space], data[nul + 1 : nul + 21])
+            mode = _canonical_mode(data[at:space])
+            entries[data[space + 1 : nul]] = (mode, data[nul + 1 : nul + 21])
             at = nul + 21
     except ValueError as exc:
         # Worded as libgit2 words damage, so the repository reports it as such.
         raise pygit2.GitError(f"{oid}: malformed tree object ({exc})") from exc
     return entries
+
+
+def _canonical_mode(mode: bytes) -> bytes:
+    """A tree entry's mode as libgit2 writes it back ("%o": "040000" from an old Git
+    becomes "40000", what Git writes and what a folder is recognized by). ValueError if
+    it is not octal."""
+    return b"%o" % int(mode, 8)
 
 
 def commit_data(
@@ -95,7 +104,9 @@ def _signature(sig: pygit2.Signature) -> bytes:
     offset = sig.offset
     sign = b"-" if offset < 0 else b"+"
     hours, minutes = divmod(abs(offset), 60)
-    return b"%s <%s> %d %s%02d%02d" % (sig.raw_name, sig.raw_email, sig.time, sign, hours, minutes)
+    # libgit2 writes the time as an unsigned 32-bit number, and so do we.
+    when = sig.time & 0xFFFFFFFF
+    return b"%s <%s> %d %s%02d%02d" % (sig.raw_name, sig.raw_email, when, sign, hours, minutes)
 
 
 @dataclass(frozen=True)

@@ -292,10 +292,12 @@ class NovelRepository:
         libgit2 opens again what a later call needs. Objects of commits written and not
         flushed yet are written first.
         """
-        self.flush()
-        self._texts.clear()
-        self._texts_size = 0
-        self._git.free()
+        try:
+            self.flush()
+        finally:
+            self._texts.clear()
+            self._texts_size = 0
+            self._git.free()
 
     @staticmethod
     def remove(path: Path) -> bool:
@@ -554,7 +556,15 @@ class NovelRepository:
         parents = [] if base is None else [base[0]]
         parents += [self._commit_parts(p)[0] for p in extra_parents]
         tree = None if base is None else base[1]
-        return self._commit_tree(tree, parents, changes, author, message, trailers)
+        kept = len(self._pending)
+        try:
+            return self._commit_tree(tree, parents, changes, author, message, trailers)
+        except BaseException:
+            # A refused change (a file over a folder, text that is not UTF-8) leaves
+            # nothing of this commit behind: what it kept so far is dropped.
+            for oid in list(self._pending)[kept:]:
+                del self._pending[oid]
+            raise
 
     def flush(self) -> None:
         """Write the objects of the commits made since the last flush, as one pack and its

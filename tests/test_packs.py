@@ -146,3 +146,33 @@ def test_repository_commits_are_the_commits_libgit2_would_write(tmp_path: Path) 
         None, author.signature(), written.committer, "Edit\n", root.write(), [base.id]
     )
     assert commit == str(expected)
+
+
+def test_a_tree_with_a_zero_padded_folder_mode_is_rewritten_as_libgit2_would(
+    raw: pygit2.Repository,
+) -> None:
+    """Old Git wrote folders as "040000": read as a folder (sorted as one, never replaced
+    by a file of its name) and written back as libgit2's TreeBuilder writes it."""
+    blob = raw.create_blob(b"text\n")
+    inner = raw.TreeBuilder()
+    inner.insert("one.md", blob, FileMode.BLOB)
+    folder = inner.write()
+    padded = b"040000 a\0" + folder.raw + b"100644 a.md\0" + blob.raw
+    old = raw.odb.write(pygit2.enums.ObjectType.TREE, padded)
+
+    entries = packs.parse_tree(padded)
+
+    assert entries[b"a"] == (packs.TREE_MODE, folder.raw)
+    rebuilt = raw.TreeBuilder(raw[old]).write()
+    assert packs.object_id(packs.TREE, packs.tree_data(entries)) == rebuilt.raw
+
+
+def test_a_commit_time_outside_32_bits_is_written_as_libgit2_writes_it(
+    raw: pygit2.Repository,
+) -> None:
+    tree = raw.TreeBuilder().write()
+    for when in (-5, 2**32 + 5):
+        sig = pygit2.Signature("Ann", "ann@example.org", when, 0)
+        expected = raw.create_commit(None, sig, sig, "m\n", tree, [])
+        data = packs.commit_data(tree.raw, [], sig, sig, "m\n")
+        assert packs.object_id(packs.COMMIT, data) == expected.raw

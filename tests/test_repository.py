@@ -636,16 +636,22 @@ def test_a_pack_left_half_written_is_passed_over_and_cleared_by_maintenance(
     os.utime(stale, (old, old))
     fresh = folder / f"{PACK_TEMPORARY_PREFIX}def456"  # a write that may still be running
     fresh.write_bytes(b"PACK")
+    git_left = [folder / "tmp_pack_Xy12ab", folder / "tmp_idx_Xy12ab"]  # a killed repack's
+    for left in git_left:
+        left.write_bytes(b"half a pack")
+        os.utime(left, (old, old))
     orphan = folder / ("pack-" + "1" * 40 + ".pack")
     orphan.write_bytes(b"PACK\0\0\0\2\0\0\0\1 cut short")
+    packs = pack_count(novel.path)
 
     commit_and_advance(novel, {"chapters/after.md": "After the crash.\n"})
     assert NovelRepository.open(novel.path).read_text("chapters/after.md").text == (
         "After the crash.\n"
     )
+    assert pack_count(novel.path) == packs + 1  # the orphan is not counted
     repack(novel.path)
 
-    assert not stale.exists()
+    assert not stale.exists() and not any(left.exists() for left in git_left)
     assert fresh.exists()
     fresh.unlink()
     orphan.unlink()
@@ -932,3 +938,23 @@ def test_a_temporary_renamed_while_maintenance_looks_at_it_is_passed_over(
     assert not result.skipped
     (folder / "renamed-meanwhile").unlink()
     assert_fsck_clean(novel.path)
+
+
+def test_a_refused_commit_leaves_nothing_to_write(novel: NovelRepository) -> None:
+    """Blobs made before the change was refused (a file over a folder) are not kept for
+    the next flush: no pack of objects nothing names."""
+    head = novel.head()
+    before = pack_count(novel.path)
+    with pytest.raises(Invalid):
+        novel.write_commit(
+            parent=head, changes={"a-first.md": "Made, then dropped.\n", "chapters": "x"},
+            author=ANN, message="Refused",
+        )  # fmt: skip
+    kept = novel.write_commit(
+        parent=head, changes={"chapters/kept.md": "Kept.\n"}, author=ANN, message="Kept"
+    )
+    novel.advance_head(kept, head)
+
+    assert pack_count(novel.path) == before + 1
+    raw = pygit2.Repository(str(novel.path))
+    assert raw.get(str(pygit2.hash(b"Made, then dropped.\n"))) is None
