@@ -352,17 +352,7 @@ class NovelRepository:
 
     def has_commit(self, rev: str) -> bool:
         """True if `rev` is a full commit id present here; never raises on garbage."""
-        if not isinstance(rev, str) or not _HEX_ID.fullmatch(rev.lower()):
-            return False
-        try:
-            obj = self._repo.get(rev.lower())
-        except (ValueError, KeyError, pygit2.GitError) as exc:
-            # An id we hold but cannot read is damage, not an unknown revision.
-            damage = _damage(self.path, exc)
-            if damage is not None:
-                raise damage from exc
-            return False
-        return isinstance(obj, pygit2.Commit)
+        return self._find_commit(self._repo, rev) is not None
 
     @_reports_damage
     def read_text(self, path: str, rev: str | None = None) -> FileText | None:
@@ -654,36 +644,37 @@ class NovelRepository:
     def _commit(self, rev: str | None) -> pygit2.Commit:
         if rev is None:
             rev = self.head()
-        if not self.has_commit(rev):
-            raise NotFound(
-                f"No commit {rev!r} in {self.path}",
-                code="revision_missing",
-                details={"revision": rev},
-            )
-        return self._repo[rev.lower()]
+        commit = self._find_commit(self._repo, rev)
+        if commit is None:
+            raise _revision_missing(self.path, rev)
+        return commit
+
+    def _find_commit(self, repo: pygit2.Repository, rev: str) -> pygit2.Commit | None:
+        """Commit `rev` (a full id) in `repo`, None for anything else or an unknown id.
+        An id we hold but cannot read is damage, not an unknown revision: raised."""
+        if not isinstance(rev, str) or not _HEX_ID.fullmatch(rev.lower()):
+            return None
+        try:
+            found = repo.get(rev.lower())
+        except (ValueError, KeyError, pygit2.GitError) as exc:
+            damage = _damage(self.path, exc)
+            if damage is not None:
+                raise damage from exc
+            return None
+        return found if isinstance(found, pygit2.Commit) else None
 
     def _commit_parts(self, rev: str) -> tuple[bytes, bytes]:
         """The raw ids of commit `rev` and of its tree; `rev` may be a commit written here
-        and not flushed yet. Raises NotFound(revision_missing) like `_commit`."""
-        key = rev.lower() if isinstance(rev, str) else ""
-        if _HEX_ID.fullmatch(key):
-            pending = self._pending.get(bytes.fromhex(key))
+        and not flushed yet (nothing is flushed to find it). NotFound like `_commit`."""
+        if isinstance(rev, str) and _HEX_ID.fullmatch(rev.lower()):
+            pending = self._pending.get(bytes.fromhex(rev))
             if pending is not None and pending[0] == packs.COMMIT:
                 # A commit's first line: "tree <hex id>".
-                return bytes.fromhex(key), bytes.fromhex(pending[1][5:45].decode())
-            try:
-                commit = self._git.get(key)
-            except (ValueError, KeyError, pygit2.GitError) as exc:
-                if _damage(self.path, exc) is not None:
-                    raise
-                commit = None
-            if isinstance(commit, pygit2.Commit):
-                return commit.id.raw, commit.tree_id.raw
-        raise NotFound(
-            f"No commit {rev!r} in {self.path}",
-            code="revision_missing",
-            details={"revision": rev},
-        )
+                return bytes.fromhex(rev), bytes.fromhex(pending[1][5:45].decode())
+        commit = self._find_commit(self._git, rev)
+        if commit is None:
+            raise _revision_missing(self.path, rev)
+        return commit.id.raw, commit.tree_id.raw
 
     def _commit_tree(
         self,
@@ -1126,6 +1117,12 @@ def _unavailable(exc: BaseException, action: str) -> Unavailable | None:
     if number in _READ_ONLY_ERRNOS or any(t in text for t in _READ_ONLY_TEXTS):
         return storage_read_only(action)
     return None
+
+
+def _revision_missing(path: Path, rev: object) -> NotFound:
+    return NotFound(
+        f"No commit {rev!r} in {path}", code="revision_missing", details={"revision": rev}
+    )
 
 
 def _missing(path: Path) -> NotFound:
