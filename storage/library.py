@@ -8,9 +8,10 @@ import asyncio
 import dataclasses
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,8 +25,8 @@ log = logging.getLogger("openwrite.maintenance")
 
 T = TypeVar("T")
 _NOVEL_ID = re.compile(r"^[0-9a-z]{26}$")
-# Count a novel's packs and loose objects every this many commits (directory scans, cheap).
-CHECK_EVERY = 8
+# Count a novel's packs and loose objects every this many writes (directory scans, cheap).
+CHECK_EVERY = 4
 # Still this many packs after the geometric repack: fold them all into one.
 MAX_PACKS = 20
 
@@ -48,8 +49,9 @@ class Library:
         # Repacks get their own thread so they never hold up a sync waiting for a Git thread.
         self._maintenance_pool = ThreadPoolExecutor(1, thread_name_prefix="repack")
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-        self._commits: Counter[str] = Counter()
-        self._maintaining: dict[str, asyncio.Future] = {}
+        self._writes: Counter[str] = Counter()
+        self._counting = threading.Lock()
+        self._maintaining: dict[str, Future] = {}
 
     def path(self, novel_id: str) -> Path:
         """The repository directory of a novel; ids are checked so no path escapes the root."""
@@ -88,16 +90,16 @@ class Library:
             finally:
                 held.__exit__(None, None, None)
 
-    def note_commits(self, novel_id: str, count: int) -> None:
-        """Count commits written; every CHECK_EVERY, repack in the background if needed."""
-        before = self._commits[novel_id]
-        self._commits[novel_id] = after = before + count
-        due = after // CHECK_EVERY > before // CHECK_EVERY
-        if due and novel_id not in self._maintaining:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._maintenance_pool, self.maintain, novel_id)
+    def note_write(self, novel_id: str) -> None:
+        """Count a write of the novel (one pack: a sync's commits); every CHECK_EVERY,
+        repack on the upkeep thread if needed. Callable from any thread."""
+        with self._counting:
+            self._writes[novel_id] += 1
+            if self._writes[novel_id] % CHECK_EVERY or novel_id in self._maintaining:
+                return
+            future = self._maintenance_pool.submit(self.maintain, novel_id)
             self._maintaining[novel_id] = future
-            future.add_done_callback(lambda _: self._maintaining.pop(novel_id, None))
+        future.add_done_callback(lambda _: self._maintaining.pop(novel_id, None))
 
     def maintain(self, novel_id: str, *, force: bool = False) -> maintenance.RepackResult | None:
         """Repack one novel when it has too many packs or loose objects: the small packs

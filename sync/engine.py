@@ -343,8 +343,7 @@ async def commit_while_writing(
 
     done = await library.run(novel_id, work)
     if done.device_commit is not None:
-        # The device's commit, and a merge commit unless the head became the device's.
-        library.note_commits(novel_id, 1 if done.head == done.device_commit else 2)
+        library.note_write(novel_id)  # its commits went to disk as one pack
     answer = _answer(done)
     await db.write(_record, novel_id, edit, done, answer, digest)
     return answer

@@ -787,7 +787,7 @@ async def test_a_merged_sync_writes_one_pack_and_upkeep_keeps_their_number_down(
         device = (laptop, phone)[n % 2]
         device.write(f"chapters/notes-{device.device_id}.md", f"Note {n}.\n")
         heads.append((await device.sync())["head"])
-        await asyncio.gather(*library._maintaining.values())
+        await asyncio.gather(*map(asyncio.wrap_future, list(library._maintaining.values())))
         assert pack_count(path) < DEFAULT_PACK_THRESHOLD + CHECK_EVERY
 
     assert pack_count(path) < DEFAULT_PACK_THRESHOLD

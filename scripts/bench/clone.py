@@ -42,8 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from _common import DOCS, cpu_seconds, machine, write_docs  # noqa: E402
 
-from storage import maintenance  # noqa: E402
-from storage.library import CHECK_EVERY  # noqa: E402
+from storage.library import Library  # noqa: E402
 from storage.repository import Author, NovelRepository  # noqa: E402
 from tests.servers import ServerProcess, start_server  # noqa: E402
 
@@ -105,19 +104,18 @@ async def create_novels(url: str, titles: list[str]) -> tuple[str, list[str]]:
     return token, ids
 
 
-def publish(repo: NovelRepository, commit: str, head: str, count: int) -> None:
+def publish(repo: NovelRepository, library: Library, commit: str, head: str) -> None:
     """Move the head to `commit` as a sync does (its objects become one pack), with the
-    library's upkeep: every CHECK_EVERY commits, the small packs folded when there are
-    enough of them. So the history is packed as the server leaves it."""
+    library's upkeep, so the history is packed as the server leaves it."""
     repo.advance_head(commit, head, reason="bench")
-    if count % CHECK_EVERY == 0 and maintenance.needs_repack(repo.path):
-        maintenance.repack(repo.path)
+    library.note_write(repo.path.name.removesuffix(".git"))
 
 
 def grow(path: Path, chapters: int, commits: int, seed: int) -> None:
     """`chapters` chapters in one commit, then `commits` one-word edits spread over them."""
     rng = random.Random(seed)
     repo = NovelRepository.open(path)
+    library = Library(path.parent)
     texts = {f"chapters/chapter-{n:02d}.md": chapter_text(rng, n) for n in range(1, chapters + 1)}
     paths = sorted(texts)
     with repo.lock(timeout=60):
@@ -131,16 +129,18 @@ def grow(path: Path, chapters: int, commits: int, seed: int) -> None:
             commit = repo.write_commit(
                 parent=head, changes={path: texts[path]}, author=AUTHOR, message=f"Edit {n}"
             )
-            publish(repo, commit, head, n + 1)
+            publish(repo, library, commit, head)
             head = commit
             if (n + 1) % 2000 == 0:
                 print(f"  {n + 1} commits", flush=True)
+    library.close()  # waits for its repacks
 
 
 def grow_more(path: Path, edits: int, seed: int) -> None:
     """`edits` one-word edits to the novel's one chapter."""
     rng = random.Random(seed)
     repo = NovelRepository.open(path)
+    library = Library(path.parent)
     with repo.lock(timeout=60):
         head = repo.head()
         (chapter,) = repo.files(head, "chapters/")
@@ -150,8 +150,9 @@ def grow_more(path: Path, edits: int, seed: int) -> None:
             commit = repo.write_commit(
                 parent=head, changes={chapter: text}, author=AUTHOR, message=f"Edit {n}"
             )
-            publish(repo, commit, head, n + 1)
+            publish(repo, library, commit, head)
             head = commit
+    library.close()
 
 
 def admin(data_dir: Path, *task: str) -> None:

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +40,7 @@ from _common import DOCS, children_cpu_seconds, cpu_seconds, machine, write_docs
 
 from storage import content_index, history  # noqa: E402
 from storage.db import open_database  # noqa: E402
-from storage.library import CHECK_EVERY, Library  # noqa: E402
+from storage.library import Library  # noqa: E402
 from storage.repository import Author, NovelRepository, enable_durability  # noqa: E402
 from storage.words import word_count  # noqa: E402
 from tests.servers import ServerProcess, start_server  # noqa: E402
@@ -296,9 +295,6 @@ def storage_limit(
     stop_at = time.monotonic() + duration
     per_novel = -(-clients // len(novel_ids))
     library = Library(data_dir / "novels")
-    repacker = ThreadPoolExecutor(1, thread_name_prefix="repack")
-    upkeep: dict[str, Future] = {}
-    commits = dict.fromkeys(novel_ids, 0)
 
     def writer(novel_id: str) -> None:
         rng = random.Random(novel_id)
@@ -343,14 +339,8 @@ def storage_limit(
 
                 db.write_sync(index)
             repo.close()
+            library.note_write(novel_id)  # the library's upkeep, as the server runs it
             bases[slot] = commit
-            # The library's upkeep, as the server runs it: a look every CHECK_EVERY
-            # commits, a repack on its own thread when the packs have piled up.
-            before, commits[novel_id] = commits[novel_id], commits[novel_id] + len(written)
-            if commits[novel_id] // CHECK_EVERY > before // CHECK_EVERY:
-                with lock:
-                    if upkeep.get(novel_id) is None or upkeep[novel_id].done():
-                        upkeep[novel_id] = repacker.submit(library.maintain, novel_id)
             elapsed = time.perf_counter() - began
             with lock:
                 run.ok += 1
@@ -365,7 +355,6 @@ def storage_limit(
     for thread in threads:
         thread.join()
     run.seconds = time.perf_counter() - began
-    repacker.shutdown(wait=True)
     library.close()
     db.close()
     return run
