@@ -232,15 +232,15 @@ async def upload_pack(
     except BaseException:
         slots.release()
         raise
-    # The slot is Git's: given back once the process is reaped and its pipes are closed.
-    exchange.reaped.add_done_callback(lambda _: slots.release())
     try:
         return await exchange.run(preamble, body_limit=settings.max_body_bytes if body else None)
     finally:
-        exchange.close()
+        reaping = exchange.close()
+        # The slot is Git's: given back once the process is reaped and its pipes closed.
+        reaping.add_done_callback(lambda _: slots.release())
         # Shielded: aiohttp cancels the handler of a client that went away, possibly while
         # it waits here, and the reaping must run to its end all the same.
-        await asyncio.shield(exchange.reaped)
+        await asyncio.shield(reaping)
 
 
 async def _start_upload_pack(
@@ -266,6 +266,10 @@ async def _start_upload_pack(
     return _Exchange(request, process, request.app[SETTINGS].git_timeout_seconds)
 
 
+# Reaping tasks still running, whose handler may have been cancelled meanwhile.
+_REAPING: set[asyncio.Task] = set()
+
+
 class _Exchange:
     """One upload-pack process and the request it answers."""
 
@@ -277,8 +281,6 @@ class _Exchange:
         self.awaiting_body = False
         self.errors = asyncio.create_task(_tail(process.stderr))
         self.feeding: asyncio.Task | None = None
-        self.reaped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reaping: asyncio.Task | None = None
 
     def progress(self) -> None:
         """Something moved: the exchange may now stall for another full timeout."""
@@ -397,27 +399,26 @@ class _Exchange:
         if self.feeding is not None:
             await self.feeding
 
-    def close(self) -> None:
-        """End Git if it still runs. `reaped` completes once it is reaped and its pipes are
-        closed, on a task of its own, whatever happens to the handler meanwhile."""
-        if self._reaping is None:
-            _kill(self.process)
-            self._reaping = asyncio.create_task(self._reap())
+    def close(self) -> asyncio.Task:
+        """End Git if it still runs; the task that reaps it and closes its pipes, which
+        runs to its end whatever happens to the handler meanwhile."""
+        _kill(self.process)
+        task = asyncio.create_task(self._reap())
+        _REAPING.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_REAPING.discard)
+        return task
 
     async def _reap(self) -> None:
-        try:
-            if self.feeding is not None and not self.feeding.done():
-                self.feeding.cancel()
-            # What Git wrote and nobody read (a client that stopped reading) is read to
-            # its end first: the pipe, paused while full, would never see its end, and
-            # asyncio's wait() returns only once every pipe has (Python 3.11).
-            with contextlib.suppress(OSError, ValueError):
-                while await self.process.stdout.read(CHUNK):
-                    pass
-            await self.process.wait()
-            await asyncio.gather(self.errors, *filter(None, [self.feeding]), return_exceptions=True)
-        finally:
-            self.reaped.set_result(None)
+        if self.feeding is not None and not self.feeding.done():
+            self.feeding.cancel()
+        # What Git wrote and nobody read (a client that stopped reading) is read to its
+        # end first: the pipe, paused while full, would never see its end, and asyncio's
+        # wait() returns only once every pipe has (Python 3.11).
+        with contextlib.suppress(OSError, ValueError):
+            while await self.process.stdout.read(CHUNK):
+                pass
+        await self.process.wait()
+        await asyncio.gather(self.errors, *filter(None, [self.feeding]), return_exceptions=True)
 
 
 def _inflated(inflate: zlib._Decompress | None, data: bytes) -> Iterator[bytes]:
