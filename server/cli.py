@@ -15,6 +15,7 @@ from aiohttp import web
 
 from server.access_log import AccessLog
 from server.config import Settings
+from server.memory import freeze_start_up_objects
 from storage import accounts, organizations
 from storage.credentials import hash_password
 from storage.db import Database, open_database
@@ -26,6 +27,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         data_dir=args.data_dir,
+    )
+
+
+async def _settle(app: web.Application) -> None:
+    """Start-up is over: what it made lives as long as the server (server/memory.py)."""
+    kept = freeze_start_up_objects()
+    logging.getLogger("openwrite").info(
+        "start-up done: %d objects set aside from garbage collection", kept
     )
 
 
@@ -48,8 +57,10 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("openwrite").error(
             "the `git` command is not installed: clones over HTTP will fail (apt-get install git)"
         )
+    app = create_app(settings)
+    app.on_startup.append(_settle)  # after the app's own start-up (its cleanup contexts)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         access_log_class=AccessLog,

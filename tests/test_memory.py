@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import re
 import threading
 import tracemalloc
+import weakref
 from pathlib import Path
 
 import pytest
 
 from server import memory
 from storage.repository import Author, NovelRepository
+from tests.servers import start_server
 
 
 def test_trim_returns_freed_heap_memory_to_the_system_where_glibc_runs_the_process():
@@ -47,6 +50,37 @@ async def test_trimming_runs_on_a_worker_thread_every_period_until_cancelled(mon
 
 async def test_no_trimming_when_the_period_is_zero():
     assert memory.start_trimming(0) is None
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other = self  # a cycle: only the collector frees it
+
+
+def test_freezing_sets_live_objects_aside_and_collects_the_garbage_first():
+    live = [["held for the life of the process"]]
+    garbage = _Node()
+    gone = weakref.ref(garbage)
+    del garbage
+    frozen_before = gc.get_freeze_count()
+    try:
+        kept = memory.freeze_start_up_objects()
+        assert gone() is None  # collected, not set aside for good
+        assert kept > frozen_before
+        assert not any(o is live for o in gc.get_objects())  # out of the passes' reach
+        assert live[0][0] == "held for the life of the process"
+    finally:
+        gc.unfreeze()
+
+
+def test_the_server_sets_its_start_up_objects_aside(tmp_path: Path):
+    server = start_server(tmp_path / "data")
+    try:
+        found = re.search(r"start-up done: (\d+) objects set aside", server.log())
+        assert found, server.log()
+        assert int(found.group(1)) > 10_000  # modules, models, the OpenAPI document
+    finally:
+        server.stop()
 
 
 def _blocks_kept(work) -> int:  # noqa: ANN001
