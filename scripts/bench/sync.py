@@ -2,7 +2,7 @@
 next to the storage layer's own limit for the same commits, on short and long histories.
 
     python scripts/bench/sync.py [--clients 16] [--novels 4] [--duration 5]
-                                 [--histories 100,20000] [--write-docs]
+                                 [--paced-duration 20] [--histories 100,20000] [--write-docs]
 
 For each history length: novels are created through a server subprocess, their history
 is grown with pygit2 directly (commits toggling a small file, then `git repack`, as the
@@ -12,8 +12,16 @@ paragraphs on its own base, so most syncs after the first are three-way merges. 
 the server stopped, the storage limit: the same commits written straight through
 `NovelRepository.write_commit` + `advance_head` (a device commit on the device's base and,
 when the head moved since, a merge commit) and the same SQLite writes (chapter rows, head,
-revision index), one thread per novel playing its devices in turn, no HTTP.
+revision index), one thread per novel playing its devices in turn, no HTTP. Last, the
+same devices over HTTP again, paced (at random moments) to send half the storage limit in
+all, for `--paced-duration` seconds: enough syncs that their p99 rests on a dozen or more.
 Client and server share the machine: the ratio is the fair number.
+
+The goal (issue #3): at 16 devices the server reaches 50% of the storage limit, with p99
+under 100 ms. The p99 is judged at that load, the paced run. Back to back, each of 16
+devices waits 16 / rate on average (Little's law), so a p99 under 100 ms would need more
+than 160 syncs/s: more than the storage layer's own limit on this machine, the very
+ceiling the goal measures against. The back-to-back p99 is reported too.
 """
 
 from __future__ import annotations
@@ -387,15 +395,14 @@ class Result:
 
 def served(
     data_dir: Path, headers: dict, novel_ids: list[str], args: argparse.Namespace,
-    paragraph_count: int, **load: Path | float | None,
+    paragraph_count: int, duration: float | None = None, **load: Path | float | None,
 ) -> Run:  # fmt: skip
     """`http_load` against a server started on `data_dir` for it, stopped after."""
     server = start_server(data_dir)
+    seconds = args.duration if duration is None else duration
     try:
         return asyncio.run(
-            http_load(
-                server, headers, novel_ids, args.clients, args.duration, paragraph_count, **load
-            )  # fmt: skip
+            http_load(server, headers, novel_ids, args.clients, seconds, paragraph_count, **load)
         )
     finally:
         server.stop()
@@ -411,7 +418,10 @@ def measure(args: argparse.Namespace, history: int, work: Path) -> Result:
     http = served(data_dir, headers, novel_ids, args, paragraph_count, profile=profile)
     storage = storage_limit(data_dir, novel_ids, args.duration, paragraph_count, args.clients)
     rate = args.paced_rate or GOAL_RATIO * storage.rate
-    paced = served(data_dir, headers, novel_ids, args, paragraph_count, rate=rate)
+    paced = served(
+        data_dir, headers, novel_ids, args, paragraph_count, rate=rate,
+        duration=args.paced_duration,
+    )  # fmt: skip
     result = Result(history, http, storage, paced)
     for run in (http, storage, paced):
         cpu = f", server CPU {run.server_cpu:.2f} cores" if run.server_cpu is not None else ""
@@ -429,7 +439,8 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
     facts = machine()
     lines = [
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `python scripts/bench/sync.py --clients"
-        f" {args.clients} --novels {args.novels} --duration {args.duration} --histories"
+        f" {args.clients} --novels {args.novels} --duration {args.duration} --paced-duration"
+        f" {args.paced_duration} --histories"
         f" {','.join(str(r.history) for r in results)}`",
         "",
         f"Machine: {facts['nproc']} CPUs (`nproc`), {facts['cpu']}; Python {facts['python']},"
@@ -461,16 +472,21 @@ def report(args: argparse.Namespace, results: list[Result]) -> str:
     met_paced = all(r.paced.percentile(0.99) < GOAL_P99_MS and not r.paced.errors
                     for r in results)  # fmt: skip
     met_history = slowdown <= GOAL_HISTORY
+    limits = ", ".join(f"{r.storage.rate:.0f}/s" for r in results)
     lines += [
         "",
-        f"Goals: HTTP ≥ {GOAL_RATIO:.0%} of the storage limit"
-        f" ({'met' if met_ratio else 'missed'}); p99 < {GOAL_P99_MS:.0f} ms with the"
-        f" {args.clients} devices syncing back to back ({'met' if met_p99 else 'missed'}),"
-        f" and with them paced to send {GOAL_RATIO:.0%} of the storage limit in all"
-        f" ({'met' if met_paced else 'missed'});"
-        f" {last.history} commits of history within"
+        f"Goals: at {args.clients} devices, HTTP reaches ≥ {GOAL_RATIO:.0%} of the storage"
+        f" limit ({'met' if met_ratio else 'missed'}) with p99 < {GOAL_P99_MS:.0f} ms at that"
+        f" load, the devices paced to send {GOAL_RATIO:.0%} of the storage limit in all"
+        f" ({'met' if met_paced else 'missed'}); {last.history} commits of history within"
         f" {GOAL_HISTORY}x of {first.history} ({slowdown:.2f}x:"
         f" {'met' if met_history else 'missed'}).",
+        "",
+        f"Back to back, the {args.clients} devices' p99 is"
+        f" {'under' if met_p99 else 'not under'} {GOAL_P99_MS:.0f} ms: each device waits"
+        f" {args.clients} / rate on average (Little's law), so that needs more than"
+        f" {args.clients / (GOAL_P99_MS / 1000):.0f} syncs/s, and the storage layer's own"
+        f" limit here is {limits}.",
     ]
     return "\n".join(lines)
 
@@ -479,7 +495,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent devices (16)")
     parser.add_argument("--novels", type=int, default=4, help="novels the devices share (4)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (5)")
+    parser.add_argument("--duration", type=float, default=5.0,
+                        help="seconds of the back-to-back and storage runs (5)")  # fmt: skip
+    parser.add_argument("--paced-duration", type=float, default=20.0,
+                        help="seconds of the paced run (20): its p99 needs many syncs")  # fmt: skip
     parser.add_argument("--histories", default="100,20000",
                         help="commits of history to measure on (100,20000)")  # fmt: skip
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
