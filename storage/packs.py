@@ -180,3 +180,23 @@ def _index(rows: list[tuple[bytes, int, int]], checksum: bytes) -> bytes:
         ]
     )
     return body + hashlib.sha1(body).digest()
+
+
+def index_object_ids(data: bytes) -> list[str]:
+    """The ids (hex) of every object a pack index lists, version 2 or the original
+    version 1 (`gitformat-pack(5)`); ValueError if `data` is not a whole index."""
+    if data[:4] == _INDEX_MAGIC:
+        (version,) = struct.unpack_from(">I", data, 4)
+        if version != 2:
+            raise ValueError(f"pack index version {version} is not one Git writes")
+        fanout, stride, skip = 8, 20, 0  # the fanout table, then the ids one after another
+    else:
+        fanout, stride, skip = 0, 24, 4  # the fanout table, then (offset, id) pairs
+    if len(data) < fanout + 256 * 4:
+        raise ValueError("pack index cut short")
+    (count,) = struct.unpack_from(">I", data, fanout + 255 * 4)
+    start = fanout + 256 * 4
+    if len(data) < start + count * stride:
+        raise ValueError("pack index cut short")
+    ends = range(start + skip, start + count * stride, stride)
+    return [data[at : at + 20].hex() for at in ends]

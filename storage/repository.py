@@ -614,7 +614,7 @@ class NovelRepository:
                     ) from exc
                 raise
             # The ref file was renamed into place: its content and its directory entry.
-            _fsync_all([self.path / BRANCH], [(self.path / BRANCH).parent])
+            fsync_all([self.path / BRANCH], [(self.path / BRANCH).parent])
 
     # -- internals -------------------------------------------------------------
 
@@ -935,7 +935,7 @@ def _fsync_file(path: Path) -> bool:
 
 
 class _Flushers:
-    """Threads that run fsyncs issued together (`_fsync_all`): the filesystem flushes
+    """Threads that run fsyncs issued together (`fsync_all`): the filesystem flushes
     what they wait for in one journal commit, where one after the other each waited for
     its own. A queue put per fsync and one wait for the lot: ThreadPoolExecutor's futures
     cost ~1 ms of GIL-held CPU for a merged sync's 20 fsyncs (py-spy), more than the
@@ -995,10 +995,12 @@ class _Batch:
 _FLUSHERS = _Flushers(8)
 
 
-def _fsync_all(files: Sequence[Path], folders: Sequence[Path] = ()) -> None:
+def fsync_all(files: Sequence[Path], folders: Sequence[Path] = ()) -> None:
     """fsync `files` and `folders` all at once, and return when every one is durable; a
     file or folder that is not there is passed over. Order among them does not matter:
-    nothing points at what they hold until the caller moves a ref, after this returns."""
+    nothing points at what they hold until the caller moves a ref (or, for maintenance's
+    folded pack, deletes the packs it copied), after this returns. Nothing is flushed
+    unless `enable_durability` was called."""
     jobs: list[tuple[Callable[[Path], object], Path]] = [(_fsync_file, path) for path in files]
     jobs += [(_fsync_missing_ok_dir, path) for path in folders]
     if len(jobs) == 1:
@@ -1027,7 +1029,7 @@ def _write_pack(folder: Path, pack: packs.Pack) -> None:
             temporaries.append(Path(name))
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
-        _fsync_all(temporaries)
+        fsync_all(temporaries)
         for temporary, suffix in zip(temporaries, (".pack", ".idx"), strict=True):
             os.chmod(temporary, 0o444)  # as Git leaves its packs
             os.replace(temporary, folder / f"pack-{pack.name}{suffix}")
@@ -1045,7 +1047,7 @@ def _fsync_tree(root: Path) -> None:
     for folder, _dirs, names in os.walk(root):
         folders.append(Path(folder))
         files.extend(Path(folder) / name for name in names)
-    _fsync_all(files, folders)
+    fsync_all(files, folders)
 
 
 @contextmanager

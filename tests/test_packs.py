@@ -117,6 +117,25 @@ def test_a_pack_is_read_by_git_and_libgit2_byte_for_byte(raw: pygit2.Repository)
         )
 
 
+def test_the_objects_of_a_pack_index_are_read_from_either_index_version(
+    raw: pygit2.Repository,
+) -> None:
+    path = Path(raw.path)
+    blobs = [b"one\n", b"two\n", b"a chapter\n" * 400]
+    objects = {packs.object_id(packs.BLOB, data): (packs.BLOB, data) for data in blobs}
+    pack = packs.build_pack(objects)
+    expected = sorted(oid.hex() for oid in objects)
+    assert packs.index_object_ids(pack.index) == expected  # ours: version 2
+    for version in ("1", "2"):
+        out = path / f"v{version}.idx"
+        made = git(path, "index-pack", f"--index-version={version}", "--stdin", "-o", str(out),
+                   stdin=pack.pack)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert packs.index_object_ids(out.read_bytes()) == expected
+    with pytest.raises(ValueError, match="cut short"):
+        packs.index_object_ids(pack.index[: 8 + 256 * 4 + 30])  # cut inside the ids
+
+
 def test_repository_commits_are_the_commits_libgit2_would_write(tmp_path: Path) -> None:
     """The same files, author and time through `write_commit` and through libgit2's own
     TreeBuilder/create_commit: the same commit id, so the same history."""

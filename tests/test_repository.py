@@ -15,7 +15,15 @@ import pygit2
 import pytest
 
 from storage.errors import Conflict, Invalid, NotFound, RepositoryCorrupt, Unavailable
-from storage.maintenance import loose_object_count, needs_repack, pack_count, repack
+from storage.maintenance import (
+    fold_packs,
+    geometric_split,
+    loose_object_count,
+    needs_repack,
+    pack_count,
+    repack,
+)
+from storage.packs import index_object_ids
 from storage.repository import (
     LOCK_FILE,
     PACK_TEMPORARY_PREFIX,
@@ -607,6 +615,103 @@ def test_each_publish_writes_one_pack_and_repack_folds_them(novel: NovelReposito
     assert not needs_repack(novel.path, packs=20)
     assert len(list(novel.log())) == 21
     assert novel.read_text("chapters/c7.md").text == "Chapter 7\n"
+    assert_fsck_clean(novel.path)
+
+
+def _packs(path: Path) -> dict[str, list[str]]:
+    """Each pack of the repository (by name) and the ids of the objects it holds."""
+    folder = path / "objects" / "pack"
+    return {index.stem: index_object_ids(index.read_bytes()) for index in folder.glob("pack-*.idx")}
+
+
+@pytest.mark.parametrize(
+    ("sizes", "folded"),
+    [
+        ([3] * 16 + [60_000], 16),  # a long history's pack stays, the syncs' packs fold
+        ([1, 2, 4, 8, 16], 0),  # already a progression: nothing to do
+        ([4, 5], 2),
+        ([1, 1, 3, 100], 3),  # the 3 would be outgrown by the folded pack: folded too
+        ([5], 0),
+        ([], 0),
+    ],
+)
+def test_the_packs_folded_are_those_git_repack_geometric_would_fold(
+    sizes: list[int], folded: int
+) -> None:
+    assert geometric_split(sizes) == folded
+
+
+def test_a_fold_rewrites_only_the_small_packs_and_keeps_every_object(
+    novel: NovelRepository,
+) -> None:
+    for i in range(30):
+        commit_and_advance(novel, {f"chapters/c{i}.md": f"Chapter {i}\n" * 40})
+    repack(novel.path, full=True)
+    (history,) = _packs(novel.path)
+    for i in range(12):
+        commit_and_advance(novel, {"chapters/c1.md": f"Chapter 1, draft {i}\n" * 40})
+    head = novel.head()
+    unpublished = novel.write_commit(
+        parent=head, changes={"chapters/late.md": "Late\n"}, author=ANN, message="In flight"
+    )
+    novel.flush()  # written, not reachable from any ref yet
+    before = _packs(novel.path)
+    assert len(before) == 14
+
+    assert fold_packs(novel.path) == 13
+
+    after = _packs(novel.path)
+    assert len(after) == 2 and history in after  # the history's pack is not rewritten
+    assert after[history] == before[history]
+    (folded,) = set(after) - {history}
+    small = {oid for name, ids in before.items() if name != history for oid in ids}
+    assert set(after[folded]) == small  # every object of the small packs, and only those
+    assert not [f for f in os.listdir(novel.path / "objects" / "pack") if f.startswith(".tmp")]
+    assert git(novel.path, "verify-pack", str(novel.path / "objects" / "pack" / f"{folded}.idx"))
+    assert pygit2.Repository(str(novel.path)).get(unpublished) is not None
+    novel.advance_head(unpublished, head)
+    assert NovelRepository.open(novel.path).read_text("chapters/late.md").text == "Late\n"
+    assert_fsck_clean(novel.path)
+    assert fold_packs(novel.path) == 0  # two packs in progression: nothing more to fold
+
+
+def test_a_fold_puts_the_new_index_in_place_last_and_deletes_old_packs_after(
+    novel: NovelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader finds a pack by its index: the index comes last, once the pack (and the
+    reverse index Git may write) is there, and the folded packs go only after that."""
+    subprocess.run(
+        ["git", "--git-dir", str(novel.path), "config", "pack.writeReverseIndex", "true"],
+        check=True,
+    )
+    for i in range(5):
+        commit_and_advance(novel, {f"chapters/c{i}.md": f"Chapter {i}\n"})
+    steps: list[tuple[str, str]] = []
+    real_rename, real_unlink = Path.rename, Path.unlink
+
+    def rename(self: Path, target: Path) -> Path:
+        steps.append(("rename", Path(target).name))
+        return real_rename(self, target)
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.exists():
+            steps.append(("unlink", self.name))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    old = set(_packs(novel.path))
+
+    assert fold_packs(novel.path) == 6
+
+    renamed = [name for step, name in steps if step == "rename"]
+    assert [Path(name).suffix for name in renamed] == [".pack", ".rev", ".idx"]
+    deleted = [name for step, name in steps if step == "unlink"]
+    assert len(deleted) == 6 * 2  # each an index and a pack (ours have no reverse index)
+    assert steps.index(("rename", renamed[-1])) < steps.index(("unlink", deleted[0]))
+    for stem in old:  # each folded pack: its index gone before its pack
+        assert deleted.index(f"{stem}.idx") < deleted.index(f"{stem}.pack")
+    monkeypatch.undo()
     assert_fsck_clean(novel.path)
 
 
