@@ -182,9 +182,14 @@ def _index(rows: list[tuple[bytes, int, int]], checksum: bytes) -> bytes:
     return body + hashlib.sha1(body).digest()
 
 
-def index_object_ids(data: bytes) -> list[str]:
-    """The ids (hex) of every object a pack index lists, version 2 or the original
-    version 1 (`gitformat-pack(5)`); ValueError if `data` is not a whole index."""
+# An index's header: its magic and version (version 2), then the fanout table, whose last
+# entry is the number of objects.
+INDEX_HEADER_BYTES = 8 + 256 * 4
+
+
+def _index_layout(data: bytes) -> tuple[int, int, int, int]:
+    """(count, where the ids start, bytes from one id to the next, offset of the id in
+    its entry) of a pack index of version 2 or the original version 1."""
     if data[:4] == _INDEX_MAGIC:
         (version,) = struct.unpack_from(">I", data, 4)
         if version != 2:
@@ -195,7 +200,18 @@ def index_object_ids(data: bytes) -> list[str]:
     if len(data) < fanout + 256 * 4:
         raise ValueError("pack index cut short")
     (count,) = struct.unpack_from(">I", data, fanout + 255 * 4)
-    start = fanout + 256 * 4
+    return count, fanout + 256 * 4, stride, skip
+
+
+def index_object_count(header: bytes) -> int:
+    """How many objects a pack index lists, from its first INDEX_HEADER_BYTES bytes."""
+    return _index_layout(header)[0]
+
+
+def index_object_ids(data: bytes) -> list[str]:
+    """The ids (hex) of every object a pack index lists, version 2 or the original
+    version 1 (`gitformat-pack(5)`); ValueError if `data` is not a whole index."""
+    count, start, stride, skip = _index_layout(data)
     if len(data) < start + count * stride:
         raise ValueError("pack index cut short")
     ends = range(start + skip, start + count * stride, stride)
