@@ -193,12 +193,16 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
             f"a pack index of {path} is damaged: {exc}", code="maintenance_failed"
         ) from exc
     objects = dict.fromkeys(oid for listed in ids for oid in listed)
+    # One object a line, with its path when it has one: `pack-objects`' own input format.
+    lines = [
+        f"{oid} {name}\n" if name else f"{oid}\n" for oid, name in _named(path, objects, timeout)
+    ]
     digest = _run_git(
         path,
         ["pack-objects", "--quiet", "--delta-base-offset", "--non-empty",
          str(folder / _FOLD_PREFIX)],
         timeout,
-        stdin="".join(f"{oid}\n" for oid in objects),
+        stdin="".join(lines),
     ).strip()  # fmt: skip
     prefix = f"{_FOLD_PREFIX}-{digest}."
     made = sorted(
@@ -216,6 +220,31 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
         for suffix in (".idx", ".pack", ".rev", ".bitmap", ".mtimes", ".promisor"):
             (folder / f"{stem}{suffix}").unlink(missing_ok=True)
     return len(folded)
+
+
+def _named(path: Path, objects: dict[str, None], timeout: float) -> list[tuple[str, str]]:
+    """`objects` each with the path it has in a commit among them ("" if none: commits,
+    and objects no commit there names), those named in the order Git lists them.
+
+    `pack-objects` looks for deltas among objects of the same name first: without the
+    paths, versions of different chapters (all ~50 KB) were deltified against each
+    other, and a 20-chapter novel took twice the disk (10.8 MB against 5.9 MB, the clone
+    bench). The paths come from the trees of the folded commits alone (`--no-walk`): a
+    few hundred entries, however long the history.
+    """
+    listing = "".join(f"{oid}\n" for oid in objects)
+    kinds = _run_git(path, ["cat-file", "--batch-check=%(objectname) %(objecttype)"], timeout,
+                     stdin=listing)  # fmt: skip
+    commits = [line.split()[0] for line in kinds.splitlines() if line.endswith(" commit")]
+    named: dict[str, str] = {}
+    if commits:
+        trees = _run_git(path, ["rev-list", "--objects", "--no-walk", "--stdin"], timeout,
+                         stdin="".join(f"{oid}\n" for oid in commits))  # fmt: skip
+        for line in trees.splitlines():
+            oid, _, name = line.partition(" ")
+            if oid in objects and oid not in named:
+                named[oid] = name
+    return [*named.items(), *((oid, "") for oid in objects if oid not in named)]
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -673,6 +674,35 @@ def test_a_fold_rewrites_only_the_small_packs_and_keeps_every_object(
     assert NovelRepository.open(novel.path).read_text("chapters/late.md").text == "Late\n"
     assert_fsck_clean(novel.path)
     assert fold_packs(novel.path) == 0  # two packs in progression: nothing more to fold
+
+
+def test_a_fold_deltifies_each_chapter_against_its_own_versions_as_git_repack_does(
+    novel: NovelRepository, tmp_path: Path
+) -> None:
+    """Chapters of about the same size: versions of one chapter must be delta'd against
+    each other, not against other chapters, or the novel takes several times the disk."""
+    rng = random.Random(7)
+    words = [f"{a}{b}" for a in "bcdfghklmnprstvz" for b in ("a", "e", "io", "ou", "ur")]
+    chapters = {
+        f"chapters/c{n}.md": " ".join(rng.choice(words) for _ in range(1500)) + "\n"
+        for n in range(8)
+    }
+    for n in range(48):
+        path = f"chapters/c{n % 8}.md"
+        chapters[path] = chapters[path].replace(" ", f" {rng.choice(words)}{n} ", 1)
+        commit_and_advance(novel, {path: chapters[path]})
+    by_git = tmp_path / "by-git.git"
+    shutil.copytree(novel.path, by_git)
+    git(by_git, "repack", "--geometric=2", "-d", "-q")
+
+    assert fold_packs(novel.path) > 40
+
+    def pack_bytes(repo: Path) -> int:
+        return sum(f.stat().st_size for f in (repo / "objects" / "pack").glob("*.pack"))
+
+    assert pack_count(novel.path) == pack_count(by_git) == 1
+    assert pack_bytes(novel.path) <= 1.1 * pack_bytes(by_git)
+    assert_fsck_clean(novel.path)
 
 
 def test_a_fold_puts_the_new_index_in_place_last_and_deletes_old_packs_after(
