@@ -99,6 +99,15 @@ class Document:
     body: str
 
 
+def front_matter_end(text: str) -> int | None:
+    """Where the body begins: after the closing `---` line of the front matter, 0 when
+    there is none, None when it has no closing line. No YAML is parsed."""
+    if not _OPENING_FENCE.match(text):
+        return 0
+    match = _FRONT_MATTER.match(text)
+    return None if match is None else match.end()
+
+
 def parse_document(text: str) -> Document:
     """Read a document's front matter and body.
 

@@ -11,9 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.diff import matching_blocks
-from storage.documents import Document, key_order_for, parse_document, render_document, render_yaml
+from storage.documents import (
+    Document,
+    front_matter_end,
+    key_order_for,
+    parse_document,
+    render_document,
+    render_yaml,
+)
 from storage.errors import Invalid
-from storage.words import split_lines, tokenize
+from storage.words import changed_lines, split_lines, tokenize
 
 _ABSENT = object()
 # Types whose YAML follows from the type and Python's equality; not float, as 0.0 and -0.0
@@ -105,6 +112,9 @@ def merge_documents(
         return MergeResult(theirs)
     if theirs == base:
         return MergeResult(ours)
+    spliced = _apart(base, ours, theirs)
+    if spliced is not None:
+        return MergeResult(spliced)
     try:
         base_doc, ours_doc, theirs_doc = (parse_document(text) for text in (base, ours, theirs))
     except Invalid:
@@ -113,6 +123,29 @@ def merge_documents(
     body, body_conflicts = _merge_lines(base_doc.body, ours_doc.body, theirs_doc.body)
     text = _write(path, meta, body, (ours, ours_doc), (theirs, theirs_doc))
     return MergeResult(text, conflicts + body_conflicts)
+
+
+def _apart(base: str, ours: str, theirs: str) -> str | None:
+    """Both sides' edits, when each changes its own lines of the body with at least one
+    line neither touched between them; None otherwise.
+
+    What the line merge gives for such edits (each chunk changed by one side only), found
+    by comparing runs of characters: no front matter parsed, no lines matched. A sync's
+    one-word edit against another device's edit elsewhere in a 50 KB chapter is the usual
+    case, and the line merge cost ~0.8 ms of it.
+    """
+    body = front_matter_end(base)
+    if body is None:
+        return None
+    start, base_end, ours_end = changed_lines(base, ours)
+    theirs_start, theirs_base_end, theirs_end = changed_lines(base, theirs)
+    if min(start, theirs_start) < body:
+        return None  # front matter merges field by field
+    if base_end < theirs_start:
+        return ours[:ours_end] + base[base_end:theirs_start] + theirs[theirs_start:]
+    if theirs_base_end < start:
+        return theirs[:theirs_end] + base[theirs_base_end:start] + ours[start:]
+    return None
 
 
 def _write(path: str, meta: dict[str, Any], body: str, *sides: tuple[str, Document]) -> str:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync import merge
 from sync.merge import ConflictHunk, MergeResult, merge_documents, merge_texts
 
 PARAGRAPH = (
@@ -364,3 +366,60 @@ def test_any_three_texts_merge_without_raising_and_conflicts_keep_the_server_tex
     assert merge_texts(base, base, theirs) == MergeResult(theirs, [])
     document = merge_documents("chapters/x.md", base, ours, theirs)
     assert document.text is None or isinstance(document.text, str)
+
+
+def _merged_line_by_line(path: str, base: str, ours: str, theirs: str) -> MergeResult:
+    """`merge_documents` without its shortcut for edits apart: the line merge itself."""
+    with mock.patch.object(merge, "_apart", return_value=None):
+        return merge_documents(path, base, ours, theirs)
+
+
+_FRONT = st.sampled_from(["", "---\ntitle: T\nstatus: draft\n---\n", "---\nbad: [\n---\n"])
+
+
+@settings(max_examples=300)
+@given(data=st.data(), front=_FRONT)
+def test_edits_apart_merge_as_the_line_merge_merges_them(data, front):
+    """The shortcut for edits on lines apart gives the line merge's text, byte for byte,
+    whatever the edits; and is taken for edits apart (ours' region before theirs')."""
+    base = data.draw(_bases())
+    split = data.draw(st.integers(min_value=1, max_value=len(base) - 2))
+    ours_edits = {i: data.draw(_EDITS) for i in range(split)}
+    theirs_edits = {i: data.draw(_EDITS) for i in range(split, len(base))}
+    if data.draw(st.booleans()):
+        ours_edits, theirs_edits = theirs_edits, ours_edits
+    base_text = front + _text(base)
+    ours = front + _text(_apply(base, ours_edits, "o"))
+    theirs = front + _text(_apply(base, theirs_edits, "t"))
+
+    result = merge_documents("chapters/a.md", base_text, ours, theirs)
+
+    assert result == _merged_line_by_line("chapters/a.md", base_text, ours, theirs)
+
+
+def test_one_word_edits_in_different_paragraphs_of_a_long_chapter_take_the_shortcut():
+    paragraphs = [f"Paragraph {n} of the chapter, with words." for n in range(200)]
+    base = CHAPTER + "\n\n".join(paragraphs) + "\n"
+    ours = base.replace("Paragraph 17 of", "Paragraph 17 from")
+    theirs = base.replace("Paragraph 150 of the", "Paragraph 150 of a")
+
+    spliced = merge._apart(base, ours, theirs)
+
+    assert spliced is not None
+    assert "Paragraph 17 from" in spliced and "Paragraph 150 of a" in spliced
+    assert merge_documents("chapters/the-storm.md", base, ours, theirs) == MergeResult(spliced)
+    assert _merged_line_by_line("chapters/the-storm.md", base, ours, theirs).text == spliced
+    # The next paragraph: the blank line between them is untouched, so apart.
+    near = base.replace("Paragraph 18 of", "Paragraph 18 near")
+    assert merge._apart(base, ours, near) == ours.replace("Paragraph 18 of", "Paragraph 18 near")
+    # The same paragraph: not apart; the words are merged one by one.
+    same = base.replace(
+        "Paragraph 17 of the chapter, with words", "Paragraph 17 of the chapter, with verbs"
+    )
+    assert merge._apart(base, ours, same) is None
+    both = merge_documents("chapters/the-storm.md", base, ours, same)
+    assert both.clean and "Paragraph 17 from the chapter, with verbs" in both.text
+    # An edit in the front matter is merged field by field, never spliced.
+    retitled = base.replace("title: The Storm", "title: The Gale")
+    assert "title: The Storm" in base
+    assert merge._apart(base, retitled, theirs) is None
