@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import string
 import subprocess
 import time
@@ -38,6 +39,7 @@ _TEMPORARY_PREFIXES = (
 )  # fmt: skip
 
 _HEX = set(string.hexdigits.lower())
+_HEX_ID = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -210,10 +212,24 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
         # The pack first, the index last (it makes the pack seen), as Git orders them.
         key=lambda made: (made.suffix == ".idx", made.suffix != ".pack"),
     )
-    fsync_all(made)
-    for temporary in made:
-        temporary.rename(folder / f"pack-{digest}{temporary.suffix}")
-    fsync_all([], [folder])
+    if not _HEX_ID.fullmatch(digest) or {m.suffix for m in made} < {".pack", ".idx"}:
+        for temporary in made:
+            temporary.unlink(missing_ok=True)
+        # Nothing is deleted without its objects in place in a new pack.
+        raise Unavailable(
+            f"git pack-objects of {path} left no pack (it answered {digest!r})",
+            code="maintenance_failed",
+        )
+    if (folder / f"pack-{digest}.idx").exists():
+        # The same objects are already a pack of that name: keep it, as `git repack`
+        # does, rather than replace files a reader may have open with other bytes.
+        for temporary in made:
+            temporary.unlink(missing_ok=True)
+    else:
+        fsync_all(made)
+        for temporary in made:
+            temporary.rename(folder / f"pack-{digest}{temporary.suffix}")
+        fsync_all([], [folder])
     for stem in folded:
         if stem == f"pack-{digest}":
             continue  # the folded pack came out as one of those it folds: it stays

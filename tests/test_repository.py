@@ -15,6 +15,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from storage import maintenance
 from storage.errors import Conflict, Invalid, NotFound, RepositoryCorrupt, Unavailable
 from storage.maintenance import (
     fold_packs,
@@ -702,6 +703,29 @@ def test_a_fold_deltifies_each_chapter_against_its_own_versions_as_git_repack_do
 
     assert pack_count(novel.path) == pack_count(by_git) == 1
     assert pack_bytes(novel.path) <= 1.1 * pack_bytes(by_git)
+    assert_fsck_clean(novel.path)
+
+
+def test_a_fold_whose_pack_objects_leaves_no_pack_deletes_nothing(
+    novel: NovelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        commit_and_advance(novel, {f"chapters/c{i}.md": f"Chapter {i}\n"})
+    before = _packs(novel.path)
+    real_run_git = maintenance._run_git
+
+    def no_pack(path: Path, args: list[str], timeout: float, stdin: str | None = None) -> str:
+        if args[0] == "pack-objects":
+            return "\n"  # as if it had written nothing
+        return real_run_git(path, args, timeout, stdin)
+
+    monkeypatch.setattr(maintenance, "_run_git", no_pack)
+
+    with pytest.raises(Unavailable) as failed:
+        fold_packs(novel.path)
+
+    assert failed.value.code == "maintenance_failed"
+    assert _packs(novel.path) == before
     assert_fsck_clean(novel.path)
 
 
