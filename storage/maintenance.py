@@ -17,7 +17,7 @@ from pathlib import Path
 
 from storage import packs as pack_format
 from storage.errors import NotFound, Unavailable
-from storage.repository import PACK_TEMPORARY_PREFIX, fsync_all, novel_lock
+from storage.repository import PACK_TEMPORARY_PREFIX, novel_lock, publish_pack
 
 MAINTENANCE_LOCK_FILE = "openwrite-maintenance.lock"
 DEFAULT_LOOSE_THRESHOLD = 1000
@@ -32,7 +32,6 @@ STALE_TEMPORARY_SECONDS = 3600
 # `git repack --geometric=2` keeps them; the packs below the progression are folded.
 GEOMETRIC_FACTOR = 2
 _FOLD_PREFIX = ".tmp-fold"
-HEADER = pack_format.INDEX_HEADER_BYTES
 # Temporary files in objects/pack: ours (`_write_pack`), pack-objects' and repack's own.
 _TEMPORARY_PREFIXES = (
     PACK_TEMPORARY_PREFIX, "tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_bitmap_", ".tmp-",
@@ -162,9 +161,9 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
     with their paths from the folded commits' trees (`_named`), `pack-objects` makes a
     pack of the same size in 20-32 ms.
 
-    The new pack (its index last) is renamed into place once flushed, the folder is
-    flushed, and only then are the folded packs deleted, each index first, so that no
-    reader finds an index without its pack. Packs with a `.keep` are left alone. Call
+    The new pack is put in place durably (`publish_pack`, as a sync's own packs are),
+    and only then are the folded packs deleted, each index first, so that no reader
+    finds an index without its pack. Packs with a `.keep` are left alone. Call
     under the maintenance lock (`repack`).
     """
     folder = _objects_dir(path) / "pack"
@@ -179,7 +178,8 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
             # The count only: the index of a 20,000-commit history lists ~25,000 ids, and
             # reading them all in Python held the GIL ~4 ms a fold, a pause for every sync.
             with open(folder / name, "rb") as index:
-                found.append((pack_format.index_object_count(index.read(HEADER)), stem))
+                header = index.read(pack_format.INDEX_HEADER_BYTES)
+            found.append((pack_format.index_object_count(header), stem))
         except (FileNotFoundError, ValueError):
             continue  # not a whole index: not for us to fold (fsck reports it)
     found.sort()
@@ -207,11 +207,7 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
         stdin="".join(lines),
     ).strip()  # fmt: skip
     prefix = f"{_FOLD_PREFIX}-{digest}."
-    made = sorted(
-        (folder / name for name in os.listdir(folder) if name.startswith(prefix)),
-        # The pack first, the index last (it makes the pack seen), as Git orders them.
-        key=lambda made: (made.suffix == ".idx", made.suffix != ".pack"),
-    )
+    made = [folder / name for name in os.listdir(folder) if name.startswith(prefix)]
     if not _HEX_ID.fullmatch(digest) or {m.suffix for m in made} < {".pack", ".idx"}:
         for temporary in made:
             temporary.unlink(missing_ok=True)
@@ -220,16 +216,7 @@ def fold_packs(path: Path, *, timeout: float = 600.0) -> int:
             f"git pack-objects of {path} left no pack (it answered {digest!r})",
             code="maintenance_failed",
         )
-    if (folder / f"pack-{digest}.idx").exists():
-        # The same objects are already a pack of that name: keep it, as `git repack`
-        # does, rather than replace files a reader may have open with other bytes.
-        for temporary in made:
-            temporary.unlink(missing_ok=True)
-    else:
-        fsync_all(made)
-        for temporary in made:
-            temporary.rename(folder / f"pack-{digest}{temporary.suffix}")
-        fsync_all([], [folder])
+    publish_pack(folder, digest, [(temporary, temporary.suffix) for temporary in made])
     for stem in folded:
         if stem == f"pack-{digest}":
             continue  # the folded pack came out as one of those it folds: it stays

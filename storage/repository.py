@@ -614,7 +614,7 @@ class NovelRepository:
                     ) from exc
                 raise
             # The ref file was renamed into place: its content and its directory entry.
-            fsync_all([self.path / BRANCH], [(self.path / BRANCH).parent])
+            _fsync_all([self.path / BRANCH], [(self.path / BRANCH).parent])
 
     # -- internals -------------------------------------------------------------
 
@@ -935,7 +935,7 @@ def _fsync_file(path: Path) -> bool:
 
 
 class _Flushers:
-    """Threads that run fsyncs issued together (`fsync_all`): the filesystem flushes
+    """Threads that run fsyncs issued together (`_fsync_all`): the filesystem flushes
     what they wait for in one journal commit, where one after the other each waited for
     its own. A queue put per fsync and one wait for the lot: ThreadPoolExecutor's futures
     cost ~1 ms of GIL-held CPU for a merged sync's 20 fsyncs (py-spy), more than the
@@ -995,7 +995,7 @@ class _Batch:
 _FLUSHERS = _Flushers(8)
 
 
-def fsync_all(files: Sequence[Path], folders: Sequence[Path] = ()) -> None:
+def _fsync_all(files: Sequence[Path], folders: Sequence[Path] = ()) -> None:
     """fsync `files` and `folders` all at once, and return when every one is durable; a
     file or folder that is not there is passed over. Order among them does not matter:
     nothing points at what they hold until the caller moves a ref (or, for maintenance's
@@ -1014,29 +1014,47 @@ def _fsync_missing_ok_dir(path: Path) -> None:
 
 
 def _write_pack(folder: Path, pack: packs.Pack) -> None:
-    """Put `pack` in the pack directory `folder` durably: both files written under
-    temporary names and flushed, then renamed into place (the pack first: Git and
-    libgit2 look for packs by their index), then the directory flushed.
+    """Put `pack` in the pack directory `folder` durably (`publish_pack`), both files
+    written under temporary names first.
 
     A crash leaves at most a temporary file (cleared by maintenance) or a pack without
     its index, which Git and libgit2 pass over; never a named file with missing data.
     """
     folder.mkdir(exist_ok=True)
-    temporaries: list[Path] = []
+    temporaries: list[tuple[Path, str]] = []
     try:
-        for data in (pack.pack, pack.index):
+        for data, suffix in ((pack.pack, ".pack"), (pack.index, ".idx")):
             fd, name = tempfile.mkstemp(prefix=PACK_TEMPORARY_PREFIX, dir=folder)
-            temporaries.append(Path(name))
+            temporaries.append((Path(name), suffix))
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
-        fsync_all(temporaries)
-        for temporary, suffix in zip(temporaries, (".pack", ".idx"), strict=True):
-            os.chmod(temporary, 0o444)  # as Git leaves its packs
-            os.replace(temporary, folder / f"pack-{pack.name}{suffix}")
-        _fsync_dir(folder)
+        publish_pack(folder, pack.name, temporaries)
     finally:
-        for temporary in temporaries:
+        for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+def publish_pack(folder: Path, name: str, files: Sequence[tuple[Path, str]]) -> None:
+    """Rename the finished pack files `files` (each a temporary in `folder` and the suffix
+    it takes: ".pack", ".idx", Git's ".rev") into place as `pack-<name>`, durably: each
+    flushed first, renamed in Git's order (the pack first, the index last: Git and
+    libgit2 find a pack by its index), then the folder flushed. On return a reader finds
+    every object of the pack, and it survives a power cut.
+
+    A pack of that name already there holds the same objects: it is kept, as Git keeps
+    it, rather than replaced under a reader that may have it open; the temporaries are
+    then removed.
+    """
+    if (folder / f"pack-{name}.idx").exists():
+        for temporary, _ in files:
+            temporary.unlink(missing_ok=True)
+        return
+    ordered = sorted(files, key=lambda file: (file[1] == ".idx", file[1] != ".pack"))
+    _fsync_all([temporary for temporary, _ in ordered])
+    for temporary, suffix in ordered:
+        os.chmod(temporary, 0o444)  # as Git leaves its packs
+        temporary.rename(folder / f"pack-{name}{suffix}")
+    _fsync_dir(folder)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -1047,7 +1065,7 @@ def _fsync_tree(root: Path) -> None:
     for folder, _dirs, names in os.walk(root):
         folders.append(Path(folder))
         files.extend(Path(folder) / name for name in names)
-    fsync_all(files, folders)
+    _fsync_all(files, folders)
 
 
 @contextmanager

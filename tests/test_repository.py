@@ -668,8 +668,10 @@ def test_a_fold_rewrites_only_the_small_packs_and_keeps_every_object(
     (folded,) = set(after) - {history}
     small = {oid for name, ids in before.items() if name != history for oid in ids}
     assert set(after[folded]) == small  # every object of the small packs, and only those
-    assert not [f for f in os.listdir(novel.path / "objects" / "pack") if f.startswith(".tmp")]
-    assert git(novel.path, "verify-pack", str(novel.path / "objects" / "pack" / f"{folded}.idx"))
+    folder = novel.path / "objects" / "pack"
+    assert not [f for f in os.listdir(folder) if f.startswith(".tmp")]
+    verified = git(novel.path, "verify-pack", str(folder / f"{folded}.idx"))
+    assert verified.returncode == 0, verified.stderr
     assert pygit2.Repository(str(novel.path)).get(unpublished) is not None
     novel.advance_head(unpublished, head)
     assert NovelRepository.open(novel.path).read_text("chapters/late.md").text == "Late\n"
@@ -734,10 +736,7 @@ def test_a_fold_puts_the_new_index_in_place_last_and_deletes_old_packs_after(
 ) -> None:
     """A reader finds a pack by its index: the index comes last, once the pack (and the
     reverse index Git may write) is there, and the folded packs go only after that."""
-    subprocess.run(
-        ["git", "--git-dir", str(novel.path), "config", "pack.writeReverseIndex", "true"],
-        check=True,
-    )
+    assert git(novel.path, "config", "pack.writeReverseIndex", "true").returncode == 0
     for i in range(5):
         commit_and_advance(novel, {f"chapters/c{i}.md": f"Chapter {i}\n"})
     steps: list[tuple[str, str]] = []
