@@ -246,6 +246,7 @@ class Database:
         self._local = threading.local()
         self._connections: list[apsw.Connection] = []
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._readers = _Threads(readers, "sqlite-read")
         self._writer = _Threads(1, "sqlite-write")
         self._closed = False
@@ -286,7 +287,10 @@ class Database:
     def _run_write(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             conn = self._connection()
-            with immediate(conn):
+            # One writer at a time in this process, whichever thread: writers meeting
+            # in SQLite would wait in its busy handler, which sleeps in steps of
+            # milliseconds. Other processes still meet there.
+            with self._write_lock, immediate(conn):
                 return fn(conn, *args)
         except _STORAGE_ERRORS as exc:
             mapped = _unavailable(exc, self.path)

@@ -76,19 +76,41 @@ class Library:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
-    @asynccontextmanager
-    async def writing(self, novel_id: str) -> AsyncIterator[None]:
-        """Hold the novel's write lock: one writer per novel, across processes too."""
+    def _lock(self, novel_id: str) -> asyncio.Lock:
         lock = self._locks.get(novel_id)
         if lock is None:
             lock = self._locks[novel_id] = asyncio.Lock()
-        async with lock:
+        return lock
+
+    @asynccontextmanager
+    async def writing(self, novel_id: str) -> AsyncIterator[None]:
+        """Hold the novel's write lock: one writer per novel, across processes too."""
+        async with self._lock(novel_id):
             held = novel_lock(self.path(novel_id), timeout=self.lock_timeout)
             await self.call(held.__enter__)
             try:
                 yield
             finally:
                 held.__exit__(None, None, None)
+
+    async def run_writing(self, novel_id: str, fn: Callable[..., T], *args: Any) -> T:
+        """`run` under the novel's write lock, taken in one hop: this process's lock here,
+        the file lock on the Git thread, before the repository is opened.
+
+        `writing` around `run` costs two hops to a Git thread and back. Under load each
+        return to the event loop can wait a GIL switch interval (5 ms) for a busy thread,
+        and every such wait is spent holding the novel's lock, which the novel's other
+        writers queue for.
+        """
+        async with self._lock(novel_id):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool, self._open_locked_and_run, novel_id, fn, args
+            )
+
+    def _open_locked_and_run(self, novel_id: str, fn: Callable[..., T], args: tuple) -> T:
+        with novel_lock(self.path(novel_id), timeout=self.lock_timeout):
+            return self._open_and_run(novel_id, fn, args)
 
     def note_write(self, novel_id: str) -> None:
         """Count a write of the novel (one pack: a sync's commits); every CHECK_EVERY,

@@ -299,12 +299,14 @@ async def commit_changes(
 ) -> dict[str, Any]:
     """Apply `changes` made on `base` (or on the head when `use_head`) and answer like sync.
 
-    A replayed (device_id, op_id) returns the first answer and writes nothing.
+    A replayed (device_id, op_id) returns the first answer and writes nothing. All of it
+    runs on one Git thread under the novel's write lock (`Library.run_writing`): the
+    SQLite read, the Git work and the SQLite write, with no hop back to the event loop
+    between them while the novel's other writers wait.
     """
-    async with library.writing(novel_id):
-        return await commit_while_writing(
-            db, library, novel_id, changes, edit, base=base, use_head=use_head
-        )
+    return await library.run_writing(
+        novel_id, _commit, db, library, novel_id, changes, edit, base, use_head
+    )
 
 
 async def commit_while_writing(
@@ -323,6 +325,22 @@ async def commit_while_writing(
     front matter): reading and committing under one hold of the lock, no other writer
     can slip in between and be overwritten.
     """
+    return await library.run(
+        novel_id, _commit, db, library, novel_id, changes, edit, base, use_head
+    )
+
+
+def _commit(
+    repo: NovelRepository,
+    db: Database,
+    library: Library,
+    novel_id: str,
+    changes: Mapping[str, str | None],
+    edit: Edit,
+    base: str | None,
+    use_head: bool,
+) -> dict[str, Any]:
+    """`commit_changes` on its Git thread, the novel's write lock held."""
     digest = request_hash(base, changes, edit.message) if edit.op_id else None
     replayable = bool(digest and edit.device_id)
 
@@ -331,21 +349,16 @@ async def commit_while_writing(
         row = find_operation(conn, novel_id, edit.device_id, edit.op_id) if replayable else None
         return row, content_index.indexed_head(conn, novel_id)
 
-    row, indexed = await db.read_quick(before)
+    row, indexed = db.read_sync(before)
     if row is not None:
         answer = _replay(row, digest)
-        files = answer["files"]
-        answer["files"] = await library.run(novel_id, lambda repo: _with_texts(repo, files))
+        answer["files"] = _with_texts(repo, answer["files"])
         return answer
-
-    def work(repo: NovelRepository) -> Reconciled:
-        return reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
-
-    done = await library.run(novel_id, work)
+    done = reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
     if done.device_commit is not None:
         library.note_write(novel_id)  # its commits went to disk as one pack
     answer = _answer(done)
-    await db.write(_record, novel_id, edit, done, answer, digest)
+    db.write_sync(_record, novel_id, edit, done, answer, digest)
     return answer
 
 

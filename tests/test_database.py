@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
 import pytest
 
+import storage.db as storage_db
 from storage.db import Database, open_database, query, query_one
 
 
@@ -47,6 +49,42 @@ async def test_reads_and_writes_run_on_their_own_threads_and_raise_to_the_caller
     assert await db.read(query, "SELECT * FROM shelf") == []
     with pytest.raises(apsw.SQLError):
         await db.read(query, "SELECT * FROM no_such_table")
+
+
+async def test_writes_from_any_thread_of_the_process_take_turns_before_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A commit writes SQLite on its Git thread, other writes on the writer thread: the
+    process lets one write at a time into SQLite, so none waits in SQLite's busy handler
+    (which sleeps in steps of milliseconds). With a busy timeout of zero, two writers
+    meeting inside SQLite would fail with BusyError instead."""
+    real_connect = storage_db.connect
+    monkeypatch.setattr(
+        storage_db, "connect", lambda path, **_: real_connect(path, busy_timeout_ms=0)
+    )
+    db = open_database(tmp_path / "openwrite.db", readers=1)
+    db.write_sync(lambda conn: conn.execute("CREATE TABLE shelf (id INTEGER, title TEXT)"))
+
+    def shelve(conn: apsw.Connection, n: int) -> None:
+        conn.execute("INSERT INTO shelf VALUES (?, 'kept')", (n,))
+        time.sleep(0.001)  # hold the write transaction a while
+        conn.execute("UPDATE shelf SET title = 'shelved' WHERE id = ?", (n,))
+
+    def thread_writes(first: int) -> None:
+        for n in range(first, first + 25):
+            db.write_sync(shelve, n)
+
+    try:
+        threads = [threading.Thread(target=thread_writes, args=(k * 100,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        await asyncio.gather(*(db.write(shelve, 1000 + n) for n in range(25)))
+        for thread in threads:
+            thread.join()
+        rows = db.read_sync(query, "SELECT title, count(*) AS n FROM shelf GROUP BY title")
+    finally:
+        db.close()
+    assert rows == [{"title": "shelved", "n": 125}]
 
 
 async def test_a_read_abandoned_before_it_started_never_runs(db: Database):
