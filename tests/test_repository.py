@@ -32,6 +32,7 @@ from storage.repository import (
     Author,
     HeadMoved,
     NovelRepository,
+    _swap_ref,
     enable_durability,
     novel_lock,
 )
@@ -291,6 +292,59 @@ def test_a_stale_ref_lock_reports_busy_and_keeps_the_head(novel: NovelRepository
     stale.unlink()
     novel.advance_head(new, head)
     assert novel.head() == new
+
+
+def test_moving_the_head_leaves_reflog_lines_git_reads(novel: NovelRepository) -> None:
+    head = novel.head()
+    first = novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
+    novel.advance_head(first, head, reason="fast-forward")
+    second = novel.write_commit(parent=first, changes={"a.md": "B"}, author=ANN, message="B")
+    novel.advance_head(second, first, reason="merge")
+
+    for ref in ("main", "HEAD"):
+        shown = git(novel.path, "reflog", "show", "--format=%H %gs", ref)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[:2] == [
+            f"{second} openwrite merge: {first[:12]} -> {second[:12]}",
+            f"{first} openwrite fast-forward: {head[:12]} -> {first[:12]}",
+        ]
+    entry = (novel.path / "logs" / "refs" / "heads" / "main").read_text().splitlines()[-1]
+    assert entry.startswith(f"{first} {second} OpenWrite <server@openwrite.local> ")
+    assert not (novel.path / "refs" / "heads" / "main.lock").exists()
+    assert_fsck_clean(novel.path)
+
+
+def test_the_head_moves_from_packed_refs_too(novel: NovelRepository) -> None:
+    """After `git pack-refs` the branch has no loose file: it is read from packed-refs
+    and written loose again, as Git does."""
+    assert git(novel.path, "pack-refs", "--all").returncode == 0
+    assert not (novel.path / "refs" / "heads" / "main").exists()
+    head = novel.head()
+    new = novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
+
+    novel.advance_head(new, head)
+
+    assert (novel.path / "refs" / "heads" / "main").read_text() == new + "\n"
+    assert git(novel.path, "rev-parse", "main").stdout.strip() == new
+    assert NovelRepository.open(novel.path).head() == new
+
+
+def test_the_compare_and_swap_checks_again_under_the_lock(novel: NovelRepository) -> None:
+    """A writer that moved the branch between advance_head's first look and the lock:
+    the swap refuses, the lock is gone, the other writer's head stays."""
+    head = novel.head()
+    theirs = novel.write_commit(parent=head, changes={"a.md": "T"}, author=ANN, message="T")
+    ours = novel.write_commit(parent=head, changes={"a.md": "O"}, author=ANN, message="O")
+    novel.flush()
+    (novel.path / "refs" / "heads" / "main").write_text(theirs + "\n")
+
+    with pytest.raises(HeadMoved) as moved:
+        _swap_ref(novel.path, "refs/heads/main", head, ours, "openwrite test")
+
+    assert moved.value.details == {"expected": head, "actual": theirs}
+    assert novel.head() == theirs
+    assert not (novel.path / "refs" / "heads" / "main.lock").exists()
 
 
 def test_deleting_the_last_files_of_a_directory_prunes_it(novel: NovelRepository) -> None:
@@ -896,7 +950,7 @@ def test_a_commit_is_kept_until_published_then_written_as_one_synced_pack(
     """The server's fsyncs replace libgit2's: the commits written since the last flush
     go to disk as one pack and its index, each synced under its temporary name before
     it is renamed, then objects/pack/ itself, all before advance_head moves the ref
-    (then the moved ref and refs/heads/)."""
+    (the new value synced in refs/heads/main.lock before it is renamed, then refs/heads/)."""
     folder = novel.path / "objects" / "pack"
     packs_before = set(folder.iterdir())
     head = novel.head()
@@ -920,7 +974,8 @@ def test_a_commit_is_kept_until_published_then_written_as_one_synced_pack(
     temporaries = [p for p in fsynced if p.name.startswith(PACK_TEMPORARY_PREFIX)]
     assert len(temporaries) == 2 and all(p.parent == folder for p in temporaries)
     assert fsynced[2] == folder  # after both files, before the ref
-    assert sorted(fsynced[3:]) == [novel.path / "refs/heads", novel.path / "refs/heads/main"]
+    # The new value synced under the lock's name, before the rename; then the folder.
+    assert fsynced[3:] == [novel.path / "refs/heads/main.lock", novel.path / "refs/heads"]
     index = next(p for p in written if p.suffix == ".idx")
     shown = git(novel.path, "verify-pack", "-v", str(index))
     # three blobs; chapters/ twice, locations/, two roots; two commits
