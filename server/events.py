@@ -72,9 +72,17 @@ class EventHub:
             self._listeners.discard(listener)
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+        # Ends on `_stopped` as well as on cancellation: Python 3.11's `asyncio.wait_for`
+        # drops a cancellation that arrives in the turn its wait ends (a poke just
+        # before shutdown), and shutdown waits for this task.
+        while not self._stopped:
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            if self._stopped:
+                return
             self._wake.clear()
             if not self._listeners:
                 self._seq = await self.db.read(feed.latest_seq)

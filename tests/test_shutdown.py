@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
+from server.events import EventHub
+from storage.db import open_database
 from tests.servers import start_server
 
 
@@ -64,3 +66,28 @@ def test_open_event_streams_end_when_the_server_stops(tmp_path: Path):
     log = server.log()
     assert "Error handling request" not in log and "unhandled" not in log.lower(), log
     assert "ConnectionResetError" not in log, log
+
+
+async def test_the_event_hub_stops_even_when_a_poke_meets_the_cancellation(tmp_path: Path):
+    """A head moved just before shutdown: the poke wakes the hub's wait in the very turn
+    its task is cancelled. Python 3.11's `asyncio.wait_for` then returns the wait's
+    result and drops the cancellation, and a hub that only stopped on cancellation went
+    on forever, and so did the server's shutdown, which waits for it."""
+    db = open_database(tmp_path / "openwrite.db", readers=1)
+    try:
+        for turns in range(4):  # where exactly the cancellation lands
+            hub = EventHub(db, interval=60)
+            await hub.start()
+            await asyncio.sleep(0.01)  # the hub waits for a poke
+            hub.poke()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            stopping = asyncio.ensure_future(hub.stop())
+            # A guard, not a measurement: a hub that does not stop fails here, not hangs.
+            done, _ = await asyncio.wait({stopping}, timeout=5)
+            if not done:
+                stopping.cancel()  # reaches the hub's task too, this time
+                await asyncio.wait({stopping})
+            assert done, f"the hub did not stop (cancelled {turns} turns after the poke)"
+    finally:
+        db.close()
