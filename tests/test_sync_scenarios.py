@@ -18,7 +18,7 @@ from server.config import Settings
 from server.state import DB, LIBRARY
 from storage.db import open_database, query, query_one
 from storage.reindex import check_novels
-from sync.engine import find_operation
+from sync.engine import _legacy_request_hash, find_operation, request_hash
 from tests.conftest import Writer
 from tests.servers import start_server
 
@@ -334,6 +334,51 @@ async def test_a_replayed_sync_answers_the_same_and_writes_nothing(ann: Writer, 
     status, refused = await ann.call("POST", laptop.url, changed)
     assert status == 409 and refused["error"]["code"] == "op_id_reused"
     assert git_head(settings, novel_id) == first["head"]
+
+
+async def test_an_operation_kept_before_the_digest_changed_still_replays(ann: Writer):
+    """Rows kept by an earlier version hold a bare sha256 of the request as JSON; a
+    device retrying across the upgrade gets its first answer, not op_id_reused."""
+    novel_id = await new_novel(ann)
+    [laptop] = await devices(ann, novel_id, "laptop")
+    laptop.replace(CHAPTER, "dark for years", "dark for ages")
+    body = laptop.body("op-before-upgrade")
+    status, first = await ann.call("POST", laptop.url, body)
+    assert status == 200
+    db = ann.client.app[DB]
+    stored = await db.read(find_operation, novel_id, "laptop", "op-before-upgrade")
+    assert stored["request_hash"].startswith("v2:")
+    changes = {c["path"]: c["content"] for c in body["changes"]}
+    # The message the server gives a sync that sends none is part of the request.
+    legacy = _legacy_request_hash(body["base"], changes, "Sync from laptop")
+
+    def as_before(conn) -> None:  # noqa: ANN001
+        conn.execute(
+            "UPDATE device_operation SET request_hash = ? WHERE novel_id = ? AND op_id = ?",
+            (legacy, novel_id, "op-before-upgrade"),
+        )
+
+    await db.write(as_before)
+    status, again = await ann.call("POST", laptop.url, body)
+    assert status == 200 and again == first
+    other = {**body, "changes": [{"path": CHAPTER, "content": "something else"}]}
+    status, refused = await ann.call("POST", laptop.url, other)
+    assert status == 409 and refused["error"]["code"] == "op_id_reused"
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        (("b", {"a": "bc"}, None), ("b", {"ab": "c"}, None)),
+        (("b", {"a": None}, None), ("b", {"a": ""}, None)),
+        ((None, {"a": "x"}, "m"), ("", {"a": "x"}, "m")),
+        (("b", {"a": "x", "c": "y"}, None), ("b", {"a": "x"}, None)),
+        (("b", {"a": "x"}, "1:"), ("b", {"a": "x"}, None)),
+    ],
+)
+def test_different_requests_never_share_a_digest(one: tuple, two: tuple):
+    assert request_hash(*one) != request_hash(*two)
+    assert request_hash(*one) == request_hash(*one)
 
 
 async def test_a_replay_after_other_devices_synced_still_answers_the_first_answer(ann: Writer):
