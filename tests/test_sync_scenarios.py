@@ -310,14 +310,19 @@ async def test_three_devices_each_receive_exactly_the_files_that_differ_from_the
 # -- idempotency and refusals ----------------------------------------------------------
 
 
-async def test_a_replayed_sync_answers_the_same_and_writes_nothing(ann: Writer, settings: Settings):
+async def first_sync(ann: Writer, op_id: str) -> tuple[str, Device, dict, dict]:
+    """A laptop's first sync of a new novel: the novel, the device, its body, the answer."""
     novel_id = await new_novel(ann)
     [laptop] = await devices(ann, novel_id, "laptop")
     laptop.replace(CHAPTER, "dark for years", "dark for ages")
-    body = laptop.body("op-lost-answer")
-
+    body = laptop.body(op_id)
     status, first = await ann.call("POST", laptop.url, body)
     assert status == 200
+    return novel_id, laptop, body, first
+
+
+async def test_a_replayed_sync_answers_the_same_and_writes_nothing(ann: Writer, settings: Settings):
+    novel_id, laptop, body, first = await first_sync(ann, "op-lost-answer")
     commits = commit_count(settings, novel_id)
     status, again = await ann.call("POST", laptop.url, body)
     assert status == 200 and again == first
@@ -339,12 +344,7 @@ async def test_a_replayed_sync_answers_the_same_and_writes_nothing(ann: Writer, 
 async def test_an_operation_kept_before_the_digest_changed_still_replays(ann: Writer):
     """Rows kept by an earlier version hold a bare sha256 of the request as JSON; a
     device retrying across the upgrade gets its first answer, not op_id_reused."""
-    novel_id = await new_novel(ann)
-    [laptop] = await devices(ann, novel_id, "laptop")
-    laptop.replace(CHAPTER, "dark for years", "dark for ages")
-    body = laptop.body("op-before-upgrade")
-    status, first = await ann.call("POST", laptop.url, body)
-    assert status == 200
+    novel_id, laptop, body, first = await first_sync(ann, "op-before-upgrade")
     db = ann.client.app[DB]
     stored = await db.read(find_operation, novel_id, "laptop", "op-before-upgrade")
     assert stored["request_hash"].startswith("v2:")
