@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,14 +228,6 @@ def _legacy_request_hash(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def same_request(stored: str, base: str | None, changes: Mapping[str, str | None],
-                 message: str | None, digest: str) -> bool:  # fmt: skip
-    """Whether a kept row's digest is this request's, whichever version it was kept in."""
-    if stored.startswith(_HASH_VERSION):
-        return stored == digest
-    return stored == _legacy_request_hash(base, changes, message)
-
-
 def _record(
     conn: apsw.Connection,
     novel_id: str,
@@ -309,9 +301,11 @@ def _stored(answer: dict[str, Any]) -> dict[str, Any]:
     return {**answer, "files": files}
 
 
-def _replay(row: dict, request: tuple[str | None, Mapping[str, str | None], str | None],
-            digest: str) -> dict[str, Any]:  # fmt: skip
-    if not same_request(row["request_hash"], *request, digest):
+def _replay(row: dict, digest: str, legacy: Callable[[], str]) -> dict[str, Any]:
+    """The kept answer, if the row was kept for this very request: compared with
+    `digest`, or, for a row kept before `_HASH_VERSION`, with `legacy()`."""
+    stored = row["request_hash"]
+    if stored != (digest if stored.startswith(_HASH_VERSION) else legacy()):
         raise Conflict("this op_id was already used for a different request", code="op_id_reused")
     return json.loads(row["response"])
 
@@ -395,7 +389,7 @@ def _commit(
 
     row, indexed = db.read_sync(before)
     if row is not None:
-        answer = _replay(row, (base, changes, edit.message), digest)
+        answer = _replay(row, digest, lambda: _legacy_request_hash(base, changes, edit.message))
         answer["files"] = _with_texts(repo, answer["files"])
         return answer
     done = reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
