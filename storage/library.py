@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import re
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -29,6 +30,116 @@ _NOVEL_ID = re.compile(r"^[0-9a-z]{26}$")
 CHECK_EVERY = 4
 # Still this many packs after the geometric repack: fold them all into one.
 MAX_PACKS = 20
+# Repositories kept open between calls, all novels together (`Shelf`).
+KEEP_OPEN = 16
+
+
+def _packs(path: Path) -> frozenset[str]:
+    """The names of a repository's packs; OSError if its pack folder is not there."""
+    return frozenset(name for name in os.listdir(path / "objects" / "pack") if name[-5:] == ".pack")
+
+
+def _close(repo: NovelRepository) -> None:
+    try:
+        repo.close()
+    except Exception:  # nothing is pending in an idle instance: only its handles are lost
+        log.exception("closing the repository %s failed", repo.path)
+
+
+class Shelf:
+    """Repositories kept open between calls, at most `capacity`, least recently used
+    closed first.
+
+    Opening one per call cost ~9% of the server's GIL time under the sync bench (config,
+    object database, pack indexes), and each call began with libgit2's caches cold: the
+    head's commit and trees were parsed again for every sync.
+
+    An instance is used by one thread at a time: taken off the shelf for a call, put
+    back after it. Three rules keep a kept instance as truthful as a fresh one:
+    - It keeps every pack it has mapped, deleted or not. So it is kept only while every
+      pack that was there when it was last taken still is: a fold (this process's or
+      another's) or any removal of a pack means the next call opens a fresh instance.
+      New packs need nothing; libgit2 rescans the folder for an object it cannot find.
+    - Blob texts are forgotten when it comes back (`NovelRepository.settle`): every call
+      reads chapters from disk, and meets damage done to them since.
+    - A call that raised closes its instance instead.
+    """
+
+    def __init__(self, capacity: int = KEEP_OPEN):
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        # novel id -> instances with the packs they may have mapped; least recent first.
+        self._idle: OrderedDict[str, list[tuple[NovelRepository, frozenset[str]]]] = OrderedDict()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def take(self, novel_id: str, path: Path) -> tuple[NovelRepository, frozenset[str]]:
+        """An instance for one call, and the packs it may have mapped (hand both to
+        `put`). NotFound(repository_missing) if the repository is not there."""
+        kept = None
+        with self._lock:
+            stack = self._idle.get(novel_id)
+            if stack:
+                kept = stack.pop()
+                self._count -= 1
+                if not stack:
+                    del self._idle[novel_id]
+        try:
+            now = _packs(path)
+        except OSError:
+            now = None
+        if kept is not None:
+            repo, seen = kept
+            if now is not None and seen <= now:
+                return repo, now
+            _close(repo)
+        return NovelRepository.open(path), now or frozenset()
+
+    def put(self, novel_id: str, repo: NovelRepository, seen: frozenset[str]) -> None:
+        """Keep `repo` after a call that ended well; its pending objects are written first
+        (an error there propagates, and the instance is closed)."""
+        try:
+            repo.settle()
+        except BaseException:
+            _close(repo)
+            raise
+        try:
+            now = _packs(repo.path)
+        except OSError:
+            now = None
+        if self.capacity <= 0 or now is None or not seen <= now:
+            _close(repo)
+            return
+        evicted = []
+        with self._lock:
+            self._idle.setdefault(novel_id, []).append((repo, now))
+            self._idle.move_to_end(novel_id)
+            self._count += 1
+            while self._count > self.capacity:
+                oldest, stack = next(iter(self._idle.items()))
+                evicted.append(stack.pop(0)[0])
+                self._count -= 1
+                if not stack:
+                    del self._idle[oldest]
+        for old in evicted:
+            _close(old)
+
+    def discard(self, novel_id: str | None = None) -> None:
+        """Close the idle instances of one novel (before its repository is removed), or
+        of all novels."""
+        with self._lock:
+            if novel_id is None:
+                stacks = list(self._idle.values())
+                self._idle.clear()
+            else:
+                stacks = [self._idle.pop(novel_id, [])]
+            for stack in stacks:
+                self._count -= len(stack)
+        for stack in stacks:
+            for repo, _seen in stack:
+                _close(repo)
 
 
 class Library:
@@ -40,6 +151,7 @@ class Library:
         lock_timeout: float = 60.0,
         loose_threshold: int = maintenance.DEFAULT_LOOSE_THRESHOLD,
         pack_threshold: int = maintenance.DEFAULT_PACK_THRESHOLD,
+        keep_open: int = KEEP_OPEN,
     ):
         self.root = Path(root)
         self.lock_timeout = lock_timeout
@@ -52,6 +164,7 @@ class Library:
         self._writes: Counter[str] = Counter()
         self._counting = threading.Lock()
         self._maintaining: dict[str, Future] = {}
+        self.shelf = Shelf(keep_open)
 
     def path(self, novel_id: str) -> Path:
         """The repository directory of a novel; ids are checked so no path escapes the root."""
@@ -60,14 +173,18 @@ class Library:
         return self.root / f"{novel_id}.git"
 
     def _open_and_run(self, novel_id: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        repo = NovelRepository.open(self.path(novel_id))
+        repo, seen = self.shelf.take(novel_id, self.path(novel_id))
         try:
-            return fn(repo, *args)
-        finally:
-            repo.close()
+            result = fn(repo, *args)
+        except BaseException:
+            _close(repo)
+            raise
+        self.shelf.put(novel_id, repo, seen)
+        return result
 
     async def run(self, novel_id: str, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(repository, *args)` on a Git thread, with the repository freshly opened there."""
+        """`fn(repository, *args)` on a Git thread, with the novel's repository opened
+        there or kept open from an earlier call (`Shelf`)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._open_and_run, novel_id, fn, args)
 
@@ -144,6 +261,10 @@ class Library:
         except Exception:
             log.exception("repacking novel %s failed", novel_id)
             return None
+        if not result.skipped:
+            # Idle instances of the novel map the packs the repack deleted: closed here,
+            # on the upkeep thread, not by the next sync while it holds the novel's lock.
+            self.shelf.discard(novel_id)
         log.info(
             "novel %s repacked: %d loose objects -> %d, %d packs -> %d",
             novel_id,
@@ -154,7 +275,20 @@ class Library:
         )
         return result
 
+    async def remove(self, novel_id: str) -> bool:
+        """Delete a novel's repository (`NovelRepository.remove`), closing the instances
+        kept open for it first; False if there was none."""
+        path = self.path(novel_id)
+
+        def remove() -> bool:
+            self.shelf.discard(novel_id)
+            return NovelRepository.remove(path)
+
+        return await self.call(remove)
+
     def close(self) -> None:
-        """Wait for running Git work and repacks, then stop the threads. Idempotent."""
+        """Wait for running Git work and repacks, stop the threads, close the repositories
+        kept open. Idempotent."""
         self._pool.shutdown(wait=True)
         self._maintenance_pool.shutdown(wait=True)
+        self.shelf.discard()

@@ -282,6 +282,16 @@ class NovelRepository:
             raise _missing(path)
         return cls(path, repo)
 
+    def settle(self) -> None:
+        """End a call: write pending objects (`flush`) and forget the texts read, so an
+        instance kept open for the next call reads every blob from disk again and finds
+        damage done since. libgit2 keeps its parsed commits and trees, and its pack maps."""
+        try:
+            self.flush()
+        finally:
+            self._texts.clear()
+            self._texts_size = 0
+
     def close(self) -> None:
         """Release libgit2's handles (object database, caches, pack maps) and the texts
         remembered here, now.
@@ -294,10 +304,8 @@ class NovelRepository:
         flushed yet are written first.
         """
         try:
-            self.flush()
+            self.settle()
         finally:
-            self._texts.clear()
-            self._texts_size = 0
             self._git.free()
 
     @staticmethod

@@ -89,12 +89,12 @@ async def create_novel(
     try:
         return await db.write(register)
     except BaseException:
-        await library.call(NovelRepository.remove, path)
+        await library.remove(novel_id)
         raise
 
 
 async def remove_repository(library: Library, novel_id: str) -> None:
-    await library.call(NovelRepository.remove, library.path(novel_id))
+    await library.remove(novel_id)
 
 
 async def update_novel_file(

@@ -1039,37 +1039,6 @@ def test_a_closed_repository_lets_go_of_libgit2_at_once_and_stays_usable(
     assert_fsck_clean(novel.path)
 
 
-async def test_the_library_closes_the_repository_of_every_call_even_a_failed_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from storage.library import Library  # noqa: PLC0415
-
-    NovelRepository.create(tmp_path / "n1.git", files=FIRST_FILES, author=ANN, message="Start")
-    closed: list[NovelRepository] = []
-    real_close = NovelRepository.close
-
-    def recording(self: NovelRepository) -> None:
-        closed.append(self)
-        real_close(self)
-
-    monkeypatch.setattr(NovelRepository, "close", recording)
-    library = Library(tmp_path)
-    monkeypatch.setattr(library, "path", lambda novel_id: tmp_path / f"{novel_id}.git")
-    seen: list[NovelRepository] = []
-
-    def failing(repo: NovelRepository) -> None:
-        seen.append(repo)
-        raise LookupError("refused")
-
-    try:
-        assert await library.run("n1", lambda repo: seen.append(repo) or repo.head())
-        with pytest.raises(LookupError):
-            await library.run("n1", failing)
-        assert closed == seen and len(seen) == 2
-    finally:
-        library.close()
-
-
 def test_an_object_file_left_empty_by_a_crash_does_not_block_the_same_text_again(
     novel: NovelRepository,
 ) -> None:
