@@ -5,9 +5,11 @@ commit written elsewhere or damage done between two calls."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pygit2
@@ -225,3 +227,47 @@ async def test_a_removed_novel_is_not_found_and_its_kept_instances_are_closed(
     with pytest.raises(NotFound):
         await library.run(NOVELS[1], same)
     assert closed == kept and len(library.shelf) == 0
+
+
+async def test_a_fold_during_a_call_closes_that_calls_instance_when_it_ends(
+    library: Library, opened: list[NovelRepository], closed: list[NovelRepository]
+) -> None:
+    novel_id, path = NOVELS[0], library.path(NOVELS[0])
+    await four_packs(library, novel_id)
+    reading, fold_done = threading.Event(), threading.Event()
+
+    def long_read(repo: NovelRepository) -> NovelRepository:
+        assert repo.read_text("chapters/c1.md") is not None  # maps the packs
+        reading.set()
+        assert fold_done.wait(30)
+        return repo
+
+    call = asyncio.ensure_future(library.run(novel_id, long_read))
+    assert await asyncio.to_thread(reading.wait, 30)
+    result = await asyncio.to_thread(library.maintain, novel_id, force=True)
+    assert result is not None and result.packs_after == 1
+    assert deleted_files_held(path)  # the call in flight still maps the folded packs
+    fold_done.set()
+    in_flight = await call
+
+    assert in_flight in closed and len(library.shelf) == 0
+    assert deleted_files_held(path) == []
+    assert await library.run(novel_id, text_of("chapters/c1.md")) == "Chapter 1.\n"
+
+
+async def test_with_no_room_on_the_shelf_every_call_opens_and_closes_its_own(
+    tmp_path: Path, opened: list[NovelRepository], closed: list[NovelRepository]
+) -> None:
+    library = Library(tmp_path, keep_open=0)
+    try:
+        path = library.path(NOVELS[0])
+        NovelRepository.create(path, files=FILES, author=ANN, message="Start")
+        opened.clear()  # the creation's own
+        closed.clear()
+        first = await library.run(NOVELS[0], same)
+        second = await library.run(NOVELS[0], same)
+        assert first is not second
+        assert opened == [first, second], opened
+        assert closed == [first, second], closed
+    finally:
+        library.close()
