@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
@@ -31,7 +32,7 @@ from server.state import DB, EVENTS, GIT_SLOTS, HTTP, LIBRARY, SECRETS, SETTINGS
 from storage.db import open_database, query_one
 from storage.errors import Unavailable
 from storage.keyring import ensure_key_verifier
-from storage.library import Library
+from storage.library import KEEP_OPEN, Library
 from storage.reindex import check_novels
 from storage.repository import enable_durability
 from storage.secrets import SecretBox, load_server_key
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.cors_origins:
         app.on_response_prepare.append(cors_headers)
     app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_idle_repositories)
     app.cleanup_ctx.append(_memory_trimmer)
     app.on_shutdown.append(_end_event_streams)
     return app
@@ -116,6 +118,33 @@ async def _memory_trimmer(app: web.Application) -> AsyncIterator[None]:
     yield
     if task is not None:
         task.cancel()
+
+
+async def _idle_repositories(app: web.Application) -> AsyncIterator[None]:
+    """Close repositories kept open and then left unused for `repository_idle_seconds`,
+    checking every half of that (at most every 30 s)."""
+    seconds = app[SETTINGS].repository_idle_seconds
+    if seconds <= 0:
+        yield
+        return
+    library = app[LIBRARY]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(min(seconds / 2, 30))
+            try:
+                closed = await library.close_idle(seconds)
+            except Exception:  # never worth stopping the server for
+                log.exception("closing idle repositories failed")
+                continue
+            if closed:
+                log.debug("closed %d repositories unused for %d s", closed, seconds)
+
+    task = asyncio.ensure_future(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _end_event_streams(app: web.Application) -> None:
@@ -143,7 +172,11 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         raise
     app[DB] = db
     app[SECRETS] = box
-    library = Library(settings.repositories_dir, loose_threshold=settings.loose_object_threshold)
+    library = Library(
+        settings.repositories_dir,
+        loose_threshold=settings.loose_object_threshold,
+        keep_open=KEEP_OPEN if settings.repository_idle_seconds > 0 else 0,
+    )
     # Git is the truth for content: a crash between a commit and its SQLite write
     # leaves the index behind Git, and this brings it back before serving.
     report = await library.call(check_novels, db, settings.repositories_dir)

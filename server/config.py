@@ -45,6 +45,9 @@ class Settings:
     # Hand memory freed inside malloc's arenas back to the system this often (glibc's
     # malloc_trim; server/memory.py); 0 never does.
     memory_trim_seconds: int = 60
+    # Close a novel's repository kept open between calls (storage/library.py, Shelf) once
+    # unused this long; 0 keeps none open (each call opens and closes its own).
+    repository_idle_seconds: int = 60
 
     @property
     def database_path(self) -> Path:

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,13 +64,20 @@ class Shelf:
     - Blob texts are forgotten when it comes back (`NovelRepository.settle`): every call
       reads chapters from disk, and meets damage done to them since.
     - A call that raised closes its instance instead.
+
+    An instance left unused holds its packs' file descriptors and the pages of them it
+    read; `close_idle` closes those unused for a while (the server does every half
+    minute, `repository_idle_seconds`).
     """
 
     def __init__(self, capacity: int = KEEP_OPEN):
         self.capacity = capacity
         self._lock = threading.Lock()
-        # novel id -> instances with the packs they may have mapped; least recent first.
-        self._idle: OrderedDict[str, list[tuple[NovelRepository, frozenset[str]]]] = OrderedDict()
+        # novel id -> instances, the packs each may have mapped, and when each came back;
+        # least recent first.
+        self._idle: OrderedDict[str, list[tuple[NovelRepository, frozenset[str], float]]] = (
+            OrderedDict()
+        )
         self._count = 0
 
     def __len__(self) -> int:
@@ -91,7 +99,7 @@ class Shelf:
         except OSError:
             now = None
         if kept is not None:
-            repo, seen = kept
+            repo, seen, _ = kept
             if now is not None and seen <= now:
                 return repo, now
             _close(repo)
@@ -114,7 +122,7 @@ class Shelf:
             return
         evicted = []
         with self._lock:
-            self._idle.setdefault(novel_id, []).append((repo, now))
+            self._idle.setdefault(novel_id, []).append((repo, now, time.monotonic()))
             self._idle.move_to_end(novel_id)
             self._count += 1
             while self._count > self.capacity:
@@ -138,8 +146,26 @@ class Shelf:
             for stack in stacks:
                 self._count -= len(stack)
         for stack in stacks:
-            for repo, _seen in stack:
+            for repo, _seen, _since in stack:
                 _close(repo)
+
+    def close_idle(self, seconds: float, *, now: float | None = None) -> int:
+        """Close the instances unused for `seconds` or more; how many were closed."""
+        cutoff = (time.monotonic() if now is None else now) - seconds
+        closing = []
+        with self._lock:
+            for novel_id in list(self._idle):
+                stack = self._idle[novel_id]
+                kept = [entry for entry in stack if entry[2] > cutoff]
+                closing += [entry[0] for entry in stack if entry[2] <= cutoff]
+                if kept:
+                    self._idle[novel_id] = kept
+                else:
+                    del self._idle[novel_id]
+            self._count -= len(closing)
+        for repo in closing:
+            _close(repo)
+        return len(closing)
 
 
 class Library:
@@ -274,6 +300,12 @@ class Library:
             result.packs_after,
         )
         return result
+
+    async def close_idle(self, seconds: float) -> int:
+        """`Shelf.close_idle` on the upkeep thread (closing holds the GIL for milliseconds;
+        the syncs' threads stay free)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._maintenance_pool, self.shelf.close_idle, seconds)
 
     async def remove(self, novel_id: str) -> bool:
         """Delete a novel's repository (`NovelRepository.remove`), closing the instances

@@ -15,10 +15,14 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from server.app import create_app
+from server.config import Settings
+from server.state import LIBRARY
 from storage import maintenance
 from storage.errors import NotFound, RepositoryCorrupt
 from storage.library import Library
 from storage.repository import Author, NovelRepository, enable_durability
+from tests.conftest import sign_up
 
 ANN = Author("Ann Writer", "ann@example.org")
 FILES = {
@@ -271,3 +275,52 @@ async def test_with_no_room_on_the_shelf_every_call_opens_and_closes_its_own(
         assert closed == [first, second], closed
     finally:
         library.close()
+
+
+async def test_instances_unused_for_a_while_are_closed_and_the_others_kept(
+    library: Library, closed: list[NovelRepository]
+) -> None:
+    old, recent = [await library.run(novel_id, same) for novel_id in NOVELS[:2]]
+    entries = {repo: since for stack in library.shelf._idle.values() for repo, _, since in stack}
+    between = (entries[old] + entries[recent]) / 2
+    assert entries[old] < between < entries[recent]
+
+    assert library.shelf.close_idle(0.0, now=between) == 1
+    assert closed == [old] and len(library.shelf) == 1
+    assert await library.run(NOVELS[1], same) is recent
+    assert await library.close_idle(0.0) == 1
+    assert closed == [old, recent] and len(library.shelf) == 0
+
+
+async def novel_read_through_the_server(aiohttp_client, settings: Settings) -> Library:
+    """A server on `settings`, and a novel made, written and read through it: the
+    server's library, after those calls."""
+    client = await aiohttp_client(create_app(settings))
+    writer = await sign_up(client)
+    status, novel = await writer.call("POST", "/api/v1/novels", {"title": "Kept Open"})
+    assert status == 201, novel
+    chapter = {"title": "One", "content": "It began.\n"}
+    status, answer = await writer.call("POST", f"/api/v1/novels/{novel['id']}/chapters", chapter)
+    assert status == 201, answer
+    status, answer = await writer.call("GET", f"/api/v1/novels/{novel['id']}/files/novel.md")
+    assert status == 200, answer
+    return client.server.app[LIBRARY]
+
+
+async def test_the_server_closes_repositories_left_unused(aiohttp_client, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", scrypt_n=2**12, repository_idle_seconds=1)
+    library = await novel_read_through_the_server(aiohttp_client, settings)
+    assert len(library.shelf) == 1
+    for _ in range(100):  # checked every half second: closed within about 1.5 s
+        if len(library.shelf) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert len(library.shelf) == 0
+
+
+async def test_with_repository_idle_seconds_0_the_server_keeps_none_open(
+    aiohttp_client, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", scrypt_n=2**12, repository_idle_seconds=0)
+    library = await novel_read_through_the_server(aiohttp_client, settings)
+    assert library.shelf.capacity == 0 and len(library.shelf) == 0
