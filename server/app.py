@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
@@ -28,6 +27,7 @@ from server.memory import start_trimming
 from server.middleware import authenticate, cors, cors_headers, errors
 from server.models import Health
 from server.openapi import build_openapi
+from server.periodic import every
 from server.state import DB, EVENTS, GIT_SLOTS, HTTP, LIBRARY, SECRETS, SETTINGS
 from storage.db import open_database, query_one
 from storage.errors import Unavailable
@@ -124,27 +124,15 @@ async def _idle_repositories(app: web.Application) -> AsyncIterator[None]:
     """Close repositories kept open and then left unused for `repository_idle_seconds`,
     checking every half of that (at most every 30 s)."""
     seconds = app[SETTINGS].repository_idle_seconds
-    if seconds <= 0:
-        yield
-        return
     library = app[LIBRARY]
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(min(seconds / 2, 30))
-            try:
-                closed = await library.close_idle(seconds)
-            except Exception:  # never worth stopping the server for
-                log.exception("closing idle repositories failed")
-                continue
-            if closed:
-                log.debug("closed %d repositories unused for %d s", closed, seconds)
-
-    task = asyncio.ensure_future(loop())
+    task = None
+    if seconds > 0:
+        task = every(
+            min(seconds / 2, 30), lambda: library.close_idle(seconds), "closing idle repositories"
+        )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    if task is not None:
+        task.cancel()
 
 
 async def _end_event_streams(app: web.Application) -> None:

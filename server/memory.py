@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
-import logging
 
-log = logging.getLogger("openwrite.memory")
+from server.periodic import every
 
 
 def _malloc_trim() -> ctypes._CFuncPtr | None:
@@ -45,20 +44,11 @@ def trim() -> bool:
 
 
 def start_trimming(seconds: float) -> asyncio.Task | None:
-    """A task that calls `trim` every `seconds`, until cancelled; None if 0 or less, or
-    where there is nothing to call."""
-    if seconds <= 0 or _TRIM is None:
+    """A task that calls `trim` on a worker thread every `seconds`, until cancelled; None
+    if 0 or less, or where there is nothing to call."""
+    if _TRIM is None:
         return None
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await asyncio.to_thread(trim)
-            except Exception:  # never worth stopping the server for
-                log.exception("malloc_trim failed")
-
-    return asyncio.ensure_future(loop())
+    return every(seconds, lambda: asyncio.to_thread(trim), "malloc_trim")
 
 
 def freeze_start_up_objects() -> int:

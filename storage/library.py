@@ -137,27 +137,25 @@ class Shelf:
     def discard(self, novel_id: str | None = None) -> None:
         """Close the idle instances of one novel (before its repository is removed), or
         of all novels."""
-        with self._lock:
-            if novel_id is None:
-                stacks = list(self._idle.values())
-                self._idle.clear()
-            else:
-                stacks = [self._idle.pop(novel_id, [])]
-            for stack in stacks:
-                self._count -= len(stack)
-        for stack in stacks:
-            for repo, _seen, _since in stack:
-                _close(repo)
+        self._close_where(lambda kept_for, _since: novel_id is None or kept_for == novel_id)
 
     def close_idle(self, seconds: float, *, now: float | None = None) -> int:
         """Close the instances unused for `seconds` or more; how many were closed."""
         cutoff = (time.monotonic() if now is None else now) - seconds
-        closing = []
+        return self._close_where(lambda _novel_id, since: since <= cutoff)
+
+    def _close_where(self, chosen: Callable[[str, float], bool]) -> int:
+        """Take the idle instances `chosen(novel_id, since)` picks off the shelf, then
+        close them (outside the lock: a close takes milliseconds); how many."""
+        closing: list[NovelRepository] = []
         with self._lock:
             for novel_id in list(self._idle):
-                stack = self._idle[novel_id]
-                kept = [entry for entry in stack if entry[2] > cutoff]
-                closing += [entry[0] for entry in stack if entry[2] <= cutoff]
+                kept = []
+                for entry in self._idle[novel_id]:
+                    if chosen(novel_id, entry[2]):
+                        closing.append(entry[0])
+                    else:
+                        kept.append(entry)
                 if kept:
                     self._idle[novel_id] = kept
                 else:
