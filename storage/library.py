@@ -5,7 +5,9 @@ asyncio lock) and across processes (the repository's file lock)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -166,6 +168,28 @@ class Shelf:
         return len(closing)
 
 
+def _any_raised(outcomes: list[Any]) -> bool:
+    return any(isinstance(outcome, BaseException) for outcome in outcomes)
+
+
+def _hand_out(queued: list[tuple[Any, asyncio.Future]], work: asyncio.Future) -> None:
+    """Give each caller of a lot (`Library.run_writing_together`) its outcome, or the
+    error that stopped the lot; a caller that went away is passed over."""
+    if work.cancelled():  # the Git threads were shut down before the lot ran
+        for _, future in queued:
+            future.cancel()
+        return
+    failure = work.exception()
+    outcomes = [failure] * len(queued) if failure is not None else work.result()
+    for (_, future), outcome in zip(queued, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class Library:
     def __init__(
         self,
@@ -185,6 +209,8 @@ class Library:
         # Repacks get their own thread so they never hold up a sync waiting for a Git thread.
         self._maintenance_pool = ThreadPoolExecutor(1, thread_name_prefix="repack")
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        # Items waiting for `run_writing_together`, by novel and work, in arrival order.
+        self._queued: dict[tuple[str, Callable], list[tuple[Any, asyncio.Future]]] = {}
         self._writes: Counter[str] = Counter()
         self._counting = threading.Lock()
         self._maintaining: dict[str, Future] = {}
@@ -196,14 +222,25 @@ class Library:
             raise NotFound("novel not found")
         return self.root / f"{novel_id}.git"
 
-    def _open_and_run(self, novel_id: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _open_and_run(
+        self,
+        novel_id: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        failed: Callable[[T], bool] | None = None,
+    ) -> T:
+        """`fn(repo, *args)` with an instance from the shelf, put back after unless the
+        call raised, or `failed(result)` says part of it did: then it is closed."""
         repo, seen = self.shelf.take(novel_id, self.path(novel_id))
         try:
             result = fn(repo, *args)
         except BaseException:
             _close(repo)
             raise
-        self.shelf.put(novel_id, repo, seen)
+        if failed is not None and failed(result):
+            _close(repo)
+        else:
+            self.shelf.put(novel_id, repo, seen)
         return result
 
     async def run(self, novel_id: str, fn: Callable[..., T], *args: Any) -> T:
@@ -249,9 +286,60 @@ class Library:
                 self._pool, self._open_locked_and_run, novel_id, fn, args
             )
 
-    def _open_locked_and_run(self, novel_id: str, fn: Callable[..., T], args: tuple) -> T:
+    def _open_locked_and_run(
+        self,
+        novel_id: str,
+        fn: Callable[..., T],
+        args: tuple,
+        failed: Callable[[T], bool] | None = None,
+    ) -> T:
         with novel_lock(self.path(novel_id), timeout=self.lock_timeout):
-            return self._open_and_run(novel_id, fn, args)
+            return self._open_and_run(novel_id, fn, args, failed)
+
+    async def run_writing_together(
+        self, novel_id: str, fn: Callable[[NovelRepository, list[Any]], list[Any]], item: Any
+    ) -> Any:
+        """`run_writing` for work done in turns that can share one hold of the lock:
+        `fn(repository, items)` is given, in arrival order, this `item` and every other
+        one queued for the novel (with the same `fn`) while the lock was held, and returns
+        one outcome per item: its result, or the exception it raised (then raised to
+        that item's caller alone).
+
+        A sync's fixed costs (the hop to a Git thread, the file lock, the SQLite
+        transaction, the ref moved and flushed) are then paid once for the lot rather
+        than once each while the rest wait in line. The line is longest exactly when the
+        server falls behind (a burst of syncs, a stall of the machine), and each item
+        taken together shortens it for everyone after.
+
+        The work runs to its end even if the caller that started it goes away: the other
+        callers still get their outcomes. An instance from which any item raised is
+        closed, not kept (`Shelf`).
+        """
+        loop = asyncio.get_running_loop()
+        key = (novel_id, fn)
+        mine: asyncio.Future = loop.create_future()
+        self._queued.setdefault(key, []).append((item, mine))
+        try:
+            async with self._lock(novel_id):
+                # Empty when an earlier holder of the lock took this item with its own.
+                queued = self._queued.pop(key, [])
+                if queued:
+                    work = loop.run_in_executor(
+                        self._pool,
+                        self._open_locked_and_run,
+                        novel_id,
+                        fn,
+                        ([entry for entry, _ in queued],),
+                        _any_raised,
+                    )
+                    work.add_done_callback(functools.partial(_hand_out, queued))
+                    # Shielded: the lot's outcomes do not depend on this caller staying.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(work)
+        except asyncio.CancelledError:
+            mine.cancel()
+            raise
+        return await mine
 
     def note_write(self, novel_id: str) -> None:
         """Count a write of the novel (one pack: a sync's commits); every CHECK_EVERY,

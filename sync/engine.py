@@ -5,6 +5,7 @@ points at anything that is not durable and an answered request is always in hist
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ class Reconciled:
     revisions: list[history.RevisionEntry] = field(default_factory=list)
     # The head the index rows are described from: SQLite's head, or Git's old head.
     indexed_from: str | None = None
+    # Why the head moves, for the reflog: "fast-forward" or "merge".
+    reason: str = "sync"
 
 
 def _trailers(edit: Edit) -> dict[str, str]:
@@ -81,20 +84,23 @@ def files_between(repo: NovelRepository, old: str | None, new: str) -> list[dict
 
 def reconcile(
     repo: NovelRepository,
+    head: str,
     base: str | None,
     changes: Mapping[str, str | None],
     edit: Edit,
     *,
     indexed: str | None = None,
 ) -> Reconciled:
-    """Git work of one sync (run on a Git thread, under the novel's write lock).
+    """Git work of one sync on `head` (run on a Git thread, under the novel's write lock):
+    its commits written and flushed, the answer and the index rows read. The head is not
+    moved: the caller moves it to `Reconciled.head` (`_commit_all`, once for a lot).
 
-    The answer and the index rows are read before the head moves: a novel whose
-    repository cannot be read fails here with its head where it was. `indexed` is the
-    head SQLite holds; when an earlier commit reached Git but not SQLite (a full disk
-    between the two), the rows describe everything since it, so nothing stays unindexed.
+    `head` is the novel's head, or the head an earlier sync of the same lot left, not
+    published yet. A novel whose repository cannot be read fails here with its head
+    where it was. `indexed` is the head SQLite holds; when an earlier commit reached Git
+    but not SQLite (a full disk between the two), the rows describe everything since it,
+    so nothing stays unindexed.
     """
-    head = repo.head()
     if base is not None and not (repo.has_commit(base) and repo.is_ancestor(base, head)):
         raise Conflict(
             "the base commit is not in this novel's history; pull with GET .../sync first",
@@ -103,7 +109,6 @@ def reconcile(
         )
     effective = {p: c for p, c in changes.items() if _text(repo, p, base) != c}
     result = Reconciled(status="noop", head=head)
-    reason = "sync"
     if effective:
         # Everything read first: the commits are then written without a read between
         # them, so both go to disk together, as one pack, at the next read.
@@ -114,9 +119,13 @@ def reconcile(
         )  # fmt: skip
         result.device_commit = device_commit
         if base == head:
-            result.status, result.head, reason = "fast_forward", device_commit, "fast-forward"
+            result.status, result.head, result.reason = (
+                "fast_forward",
+                device_commit,
+                "fast-forward",
+            )
         else:
-            reason = "merge"
+            result.reason = "merge"
             if merged is not None:
                 device = edit.device_id or "a device"
                 result.head = repo.write_commit(
@@ -150,8 +159,6 @@ def reconcile(
                 written.append(result.head)  # the merge commit
         result.revisions = history.describe_revisions(repo, since, result.head, written=written)
         result.indexed = content_index.describe_files(moved)
-    if result.head != head:
-        repo.advance_head(result.head, head, reason=reason)
     return result
 
 
@@ -306,8 +313,12 @@ def _replay(row: dict, digest: str, legacy: Callable[[], str]) -> dict[str, Any]
     `digest`, or, for a row kept before `_HASH_VERSION`, with `legacy()`."""
     stored = row["request_hash"]
     if stored != (digest if stored.startswith(_HASH_VERSION) else legacy()):
-        raise Conflict("this op_id was already used for a different request", code="op_id_reused")
+        raise _op_id_reused()
     return json.loads(row["response"])
+
+
+def _op_id_reused() -> Conflict:
+    return Conflict("this op_id was already used for a different request", code="op_id_reused")
 
 
 def _with_texts(repo: NovelRepository, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -320,6 +331,27 @@ def _with_texts(repo: NovelRepository, files: list[dict[str, Any]]) -> list[dict
             f = {"path": f["path"], "content": text, "blob": f["blob"]}
         filled.append(f)
     return filled
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One caller's commit, waiting for its turn under the novel's write lock."""
+
+    db: Database
+    library: Library
+    novel_id: str
+    changes: Mapping[str, str | None]
+    edit: Edit
+    base: str | None
+    use_head: bool
+    digest: str | None
+
+    @property
+    def replayable(self) -> bool:
+        return bool(self.digest and self.edit.device_id)
+
+    def legacy_hash(self) -> str:
+        return _legacy_request_hash(self.base, self.changes, self.edit.message)
 
 
 async def commit_changes(
@@ -335,15 +367,15 @@ async def commit_changes(
     """Apply `changes` made on `base` (or on the head when `use_head`) and answer like sync.
 
     A replayed (device_id, op_id) returns the first answer and writes nothing. All of it
-    runs on one Git thread under the novel's write lock (`Library.run_writing`): the
-    SQLite read, the Git work and the SQLite write, with no hop back to the event loop
-    between them while the novel's other writers wait.
+    runs on one Git thread under the novel's write lock: the SQLite read, the Git work and
+    the SQLite write, with no hop back to the event loop between them while the novel's
+    other writers wait. Those that queued meanwhile are taken in the same turn
+    (`Library.run_writing_together`, `_commit_all`).
     """
     # Hashed before the lock, not while the novel's other devices wait for it.
     digest = request_hash(base, changes, edit.message) if edit.op_id else None
-    return await library.run_writing(
-        novel_id, _commit, db, library, novel_id, changes, edit, base, use_head, digest
-    )
+    request = _Request(db, library, novel_id, changes, edit, base, use_head, digest)
+    return await library.run_writing_together(novel_id, _commit_all, request)
 
 
 async def commit_while_writing(
@@ -363,41 +395,100 @@ async def commit_while_writing(
     can slip in between and be overwritten.
     """
     digest = request_hash(base, changes, edit.message) if edit.op_id else None
-    return await library.run(
-        novel_id, _commit, db, library, novel_id, changes, edit, base, use_head, digest
-    )
+    request = _Request(db, library, novel_id, changes, edit, base, use_head, digest)
+    return await library.run(novel_id, _commit_one, request)
 
 
-def _commit(
-    repo: NovelRepository,
-    db: Database,
-    library: Library,
+def _commit_one(repo: NovelRepository, request: _Request) -> dict[str, Any]:
+    (outcome,) = _commit_all(repo, [request])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _commit_all(
+    repo: NovelRepository, requests: list[_Request]
+) -> list[dict[str, Any] | Exception]:
+    """`commit_changes` for a lot of requests, in order, on their Git thread, the novel's
+    write lock held: each reconciled on the head the one before it left, then the head
+    moved once to the last of them, then SQLite told of them all in one transaction.
+
+    Outcomes, in order: each request's answer, or the error of that request alone. A
+    request refused (an unknown base, an op_id reused) leaves the others as they were.
+    If moving the head or the SQLite write fails, every request whose answer named a
+    commit of this lot gets that error: none of them was acknowledged.
+    """
+    first = requests[0]
+    db, library, novel_id = first.db, first.library, first.novel_id
+    if any(r.db is not db or r.library is not library or r.novel_id != novel_id for r in requests):
+        raise ValueError("a lot of commits is for one novel of one database")
+
+    def before(conn: apsw.Connection) -> tuple[list[dict | None], str | None]:
+        """In one read: the first answer to each operation, if any, and SQLite's head."""
+        rows = [
+            find_operation(conn, novel_id, r.edit.device_id, r.edit.op_id) if r.replayable else None
+            for r in requests
+        ]
+        return rows, content_index.indexed_head(conn, novel_id)
+
+    rows, indexed = db.read_sync(before)
+    published = head = repo.head()
+    outcomes: list[dict[str, Any] | Exception] = []
+    done_here: list[tuple[_Request, Reconciled, dict[str, Any]]] = []
+    # Answers of this lot that rest on its commits (replays of them too), by position.
+    resting: list[int] = []
+    # (device_id, op_id) answered in this lot: a retry queued behind its first try.
+    answered: dict[tuple[str | None, str | None], tuple[str | None, dict[str, Any]]] = {}
+    reasons: list[str] = []  # for the reflog: each move the lot makes, in order
+    for position, (request, row) in enumerate(zip(requests, rows, strict=True)):
+        operation = (request.edit.device_id, request.edit.op_id)
+        try:
+            if request.replayable and operation in answered:
+                digest, first_answer = answered[operation]
+                if digest != request.digest:
+                    raise _op_id_reused()
+                outcomes.append(copy.deepcopy(first_answer))
+                resting.append(position)
+                continue
+            if row is not None:
+                answer = _replay(row, request.digest, request.legacy_hash)
+                answer["files"] = _with_texts(repo, answer["files"])
+                outcomes.append(answer)
+                continue
+            base = head if request.use_head else request.base
+            done = reconcile(repo, head, base, request.changes, request.edit, indexed=indexed)
+        except Exception as exc:  # this request's own failure; the lot goes on
+            outcomes.append(exc)
+            continue
+        if done.device_commit is not None:
+            library.note_write(novel_id)  # its commits went to disk as one pack
+        answer = _answer(done)
+        done_here.append((request, done, answer))
+        outcomes.append(answer)
+        resting.append(position)
+        if request.replayable:
+            answered[operation] = (request.digest, answer)
+        if done.head != head:
+            reasons.append(done.reason)
+        head = indexed = done.head
+    try:
+        if head != published:
+            repo.advance_head(head, published, reason=", ".join(reasons))
+        if done_here:
+            db.write_sync(_record_all, novel_id, done_here)
+    except Exception as exc:
+        for position in resting:
+            outcomes[position] = exc
+    return outcomes
+
+
+def _record_all(
+    conn: apsw.Connection,
     novel_id: str,
-    changes: Mapping[str, str | None],
-    edit: Edit,
-    base: str | None,
-    use_head: bool,
-    digest: str | None,
-) -> dict[str, Any]:
-    """`commit_changes` on its Git thread, the novel's write lock held."""
-    replayable = bool(digest and edit.device_id)
-
-    def before(conn: apsw.Connection) -> tuple[dict | None, str | None]:
-        """In one read: the first answer to this operation, if any, and SQLite's head."""
-        row = find_operation(conn, novel_id, edit.device_id, edit.op_id) if replayable else None
-        return row, content_index.indexed_head(conn, novel_id)
-
-    row, indexed = db.read_sync(before)
-    if row is not None:
-        answer = _replay(row, digest, lambda: _legacy_request_hash(base, changes, edit.message))
-        answer["files"] = _with_texts(repo, answer["files"])
-        return answer
-    done = reconcile(repo, repo.head() if use_head else base, changes, edit, indexed=indexed)
-    if done.device_commit is not None:
-        library.note_write(novel_id)  # its commits went to disk as one pack
-    answer = _answer(done)
-    db.write_sync(_record, novel_id, edit, done, answer, digest)
-    return answer
+    done_here: list[tuple[_Request, Reconciled, dict[str, Any]]],
+) -> None:
+    for request, done, answer in done_here:
+        _record(conn, novel_id, request.edit, done, answer, request.digest)
 
 
 async def pull(library: Library, novel_id: str, since: str | None) -> dict[str, Any]:
