@@ -271,21 +271,6 @@ class Library:
             finally:
                 held.__exit__(None, None, None)
 
-    async def run_writing(self, novel_id: str, fn: Callable[..., T], *args: Any) -> T:
-        """`run` under the novel's write lock, taken in one hop: this process's lock here,
-        the file lock on the Git thread, before the repository is opened.
-
-        `writing` around `run` costs two hops to a Git thread and back. Under load each
-        return to the event loop can wait a GIL switch interval (5 ms) for a busy thread,
-        and every such wait is spent holding the novel's lock, which the novel's other
-        writers queue for.
-        """
-        async with self._lock(novel_id):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool, self._open_locked_and_run, novel_id, fn, args
-            )
-
     def _open_locked_and_run(
         self,
         novel_id: str,
@@ -299,11 +284,16 @@ class Library:
     async def run_writing_together(
         self, novel_id: str, fn: Callable[[NovelRepository, list[Any]], list[Any]], item: Any
     ) -> Any:
-        """`run_writing` for work done in turns that can share one hold of the lock:
-        `fn(repository, items)` is given, in arrival order, this `item` and every other
-        one queued for the novel (with the same `fn`) while the lock was held, and returns
-        one outcome per item: its result, or the exception it raised (then raised to
-        that item's caller alone).
+        """Work done in turns under the novel's write lock, the turns that queued taken
+        together: `fn(repository, items)` runs on a Git thread, given in arrival order
+        this `item` and every other one queued for the novel (with the same `fn`) while
+        the lock was held, and returns one outcome per item: its result, or the exception
+        it raised (then raised to that item's caller alone).
+
+        The lock is taken in one hop: this process's lock here, the file lock on the Git
+        thread, before the repository is opened. `writing` around `run` costs two hops to
+        a Git thread and back; under load each return to the event loop can wait a GIL
+        switch interval (5 ms) for a busy thread, all of it spent holding the lock.
 
         A sync's fixed costs (the hop to a Git thread, the file lock, the SQLite
         transaction, the ref moved and flushed) are then paid once for the lot rather

@@ -140,7 +140,8 @@ async def test_beyond_its_capacity_the_shelf_closes_the_least_recently_used(
 
 async def four_packs(library: Library, novel_id: str) -> set[Path]:
     for n in range(4):  # a pack each
-        await library.run_writing(novel_id, write, f"chapters/c{n}.md", f"Chapter {n}.\n")
+        async with library.writing(novel_id):
+            await library.run(novel_id, write, f"chapters/c{n}.md", f"Chapter {n}.\n")
     assert await library.run(novel_id, text_of("chapters/c0.md")) == "Chapter 0.\n"
     packs = set((library.path(novel_id) / "objects" / "pack").glob("*.pack"))
     assert len(packs) >= 4
