@@ -35,6 +35,9 @@ CHECK_EVERY = 4
 MAX_PACKS = 20
 # Repositories kept open between calls, all novels together (`Shelf`).
 KEEP_OPEN = 16
+# Commits taken together in one turn of a novel's lock at most
+# (`Library.run_writing_together`): every answer of a lot waits for its last commit.
+LOT_LIMIT = 8
 
 
 def _packs(path: Path) -> frozenset[str]:
@@ -172,18 +175,27 @@ def _any_raised(outcomes: list[Any]) -> bool:
     return any(isinstance(outcome, BaseException) for outcome in outcomes)
 
 
-def _hand_out(queued: list[tuple[Any, asyncio.Future]], work: asyncio.Future) -> None:
+def _let_go(held: contextlib.AbstractContextManager, taking: asyncio.Future) -> None:
+    """Release a file lock its taker stopped waiting for, once the Git thread has it."""
+    if not taking.cancelled() and taking.exception() is None:
+        held.__exit__(None, None, None)
+
+
+def _hand_out(lot: list[tuple[Any, asyncio.Future]], work: asyncio.Future) -> None:
     """Give each caller of a lot (`Library.run_writing_together`) its outcome, or the
     error that stopped the lot; a caller that went away is passed over."""
     if work.cancelled():  # the Git threads were shut down before the lot ran
-        for _, future in queued:
+        for _, future in lot:
             future.cancel()
         return
     failure = work.exception()
-    outcomes = [failure] * len(queued) if failure is not None else work.result()
-    for (_, future), outcome in zip(queued, outcomes, strict=True):
+    outcomes = work.result() if failure is None else None
+    if failure is None and (not isinstance(outcomes, list) or len(outcomes) != len(lot)):
+        failure = RuntimeError(f"a lot of {len(lot)} items did not give an outcome for each")
+    for position, (_, future) in enumerate(lot):
         if future.done():
             continue
+        outcome = failure if failure is not None else outcomes[position]
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
@@ -209,8 +221,10 @@ class Library:
         # Repacks get their own thread so they never hold up a sync waiting for a Git thread.
         self._maintenance_pool = ThreadPoolExecutor(1, thread_name_prefix="repack")
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-        # Items waiting for `run_writing_together`, by novel and work, in arrival order.
+        # Items waiting for `run_writing_together`, by novel and work, in arrival order,
+        # and the task taking them in lots.
         self._queued: dict[tuple[str, Callable], list[tuple[Any, asyncio.Future]]] = {}
+        self._draining: dict[tuple[str, Callable], asyncio.Task] = {}
         self._writes: Counter[str] = Counter()
         self._counting = threading.Lock()
         self._maintaining: dict[str, Future] = {}
@@ -265,7 +279,14 @@ class Library:
         """Hold the novel's write lock: one writer per novel, across processes too."""
         async with self._lock(novel_id):
             held = novel_lock(self.path(novel_id), timeout=self.lock_timeout)
-            await self.call(held.__enter__)
+            taking = asyncio.get_running_loop().run_in_executor(self._pool, held.__enter__)
+            try:
+                await asyncio.shield(taking)
+            except asyncio.CancelledError:
+                # The Git thread may still take the file lock: it is let go once taken,
+                # or it would be held by nobody until the process ends.
+                taking.add_done_callback(functools.partial(_let_go, held))
+                raise
             try:
                 yield
             finally:
@@ -286,14 +307,9 @@ class Library:
     ) -> Any:
         """Work done in turns under the novel's write lock, the turns that queued taken
         together: `fn(repository, items)` runs on a Git thread, given in arrival order
-        this `item` and every other one queued for the novel (with the same `fn`) while
-        the lock was held, and returns one outcome per item: its result, or the exception
-        it raised (then raised to that item's caller alone).
-
-        The lock is taken in one hop: this process's lock here, the file lock on the Git
-        thread, before the repository is opened. `writing` around `run` costs two hops to
-        a Git thread and back; under load each return to the event loop can wait a GIL
-        switch interval (5 ms) for a busy thread, all of it spent holding the lock.
+        this `item` and the others queued for the novel (with the same `fn`) while the
+        lock was held, at most LOT_LIMIT of them, and returns one outcome per item: its
+        result, or the exception it raised (then raised to that item's caller alone).
 
         A sync's fixed costs (the hop to a Git thread, the file lock, the SQLite
         transaction, the ref moved and flushed) are then paid once for the lot rather
@@ -301,35 +317,66 @@ class Library:
         server falls behind (a burst of syncs, a stall of the machine), and each item
         taken together shortens it for everyone after.
 
-        The work runs to its end even if the caller that started it goes away: the other
-        callers still get their outcomes. An instance from which any item raised is
-        closed, not kept (`Shelf`).
+        The items are taken by one task per novel (`_drain`), not by their callers: a
+        caller waits for its own outcome only, and returns as soon as its lot is done.
+        The lock is taken in one hop: this process's lock there, the file lock on the
+        Git thread, before the repository is opened (`writing` around `run` costs two
+        hops, and under load each return to the event loop can wait a GIL switch
+        interval, all of it spent holding the lock).
+
+        A caller that goes away before its lot is taken leaves the line: its item is
+        never done. One whose lot is running gets no answer, but the lot runs to its
+        end for the others. An instance from which any item raised is closed, not kept
+        (`Shelf`).
         """
         loop = asyncio.get_running_loop()
         key = (novel_id, fn)
         mine: asyncio.Future = loop.create_future()
-        self._queued.setdefault(key, []).append((item, mine))
+        entry = (item, mine)
+        self._queued.setdefault(key, []).append(entry)
+        if key not in self._draining:
+            self._draining[key] = loop.create_task(self._drain(key), name=f"lots-{novel_id}")
         try:
-            async with self._lock(novel_id):
-                # Empty when an earlier holder of the lock took this item with its own.
-                queued = self._queued.pop(key, [])
-                if queued:
-                    work = loop.run_in_executor(
-                        self._pool,
-                        self._open_locked_and_run,
-                        novel_id,
-                        fn,
-                        ([entry for entry, _ in queued],),
-                        _any_raised,
-                    )
-                    work.add_done_callback(functools.partial(_hand_out, queued))
-                    # Shielded: the lot's outcomes do not depend on this caller staying.
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(work)
+            return await mine
         except asyncio.CancelledError:
-            mine.cancel()
+            line = self._queued.get(key)
+            if line is not None and entry in line:
+                line.remove(entry)
             raise
-        return await mine
+
+    async def _drain(self, key: tuple[str, Callable]) -> None:
+        """Run the lots of one novel's line (`run_writing_together`) until it is empty."""
+        novel_id, fn = key
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queued.get(key):
+                async with self._lock(novel_id):
+                    line = self._queued.pop(key, [])
+                    lot, rest = line[:LOT_LIMIT], line[LOT_LIMIT:]
+                    if rest:
+                        self._queued[key] = rest
+                    if not lot:
+                        continue
+                    try:
+                        work = loop.run_in_executor(
+                            self._pool,
+                            self._open_locked_and_run,
+                            novel_id,
+                            fn,
+                            ([item for item, _ in lot],),
+                            _any_raised,
+                        )
+                    except RuntimeError as exc:  # the Git threads are shut down
+                        work = loop.create_future()
+                        work.set_exception(exc)
+                    work.add_done_callback(functools.partial(_hand_out, lot))
+                    with contextlib.suppress(Exception):  # handed to the callers
+                        await work
+        finally:
+            del self._draining[key]
+            # Left only if cancelled (the server stopping): the callers are told so.
+            for _, future in self._queued.pop(key, []):
+                future.cancel()
 
     def note_write(self, novel_id: str) -> None:
         """Count a write of the novel (one pack: a sync's commits); every CHECK_EVERY,
