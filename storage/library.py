@@ -332,16 +332,15 @@ class Library:
         loop = asyncio.get_running_loop()
         key = (novel_id, fn)
         mine: asyncio.Future = loop.create_future()
-        entry = (item, mine)
-        self._queued.setdefault(key, []).append(entry)
+        self._queued.setdefault(key, []).append((item, mine))
         if key not in self._draining:
             self._draining[key] = loop.create_task(self._drain(key), name=f"lots-{novel_id}")
         try:
             return await mine
         except asyncio.CancelledError:
             line = self._queued.get(key)
-            if line is not None and entry in line:
-                line.remove(entry)
+            if line is not None:  # still in line: leave it (by identity, not by value)
+                line[:] = [waiting for waiting in line if waiting[1] is not mine]
             raise
 
     async def _drain(self, key: tuple[str, Callable]) -> None:
