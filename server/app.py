@@ -125,11 +125,10 @@ async def _idle_repositories(app: web.Application) -> AsyncIterator[None]:
     checking every half of that (at most every 30 s)."""
     seconds = app[SETTINGS].repository_idle_seconds
     library = app[LIBRARY]
-    task = None
-    if seconds > 0:
-        task = every(
-            min(seconds / 2, 30), lambda: library.close_idle(seconds), "closing idle repositories"
-        )
+    # None when 0: no repository is kept open then (`_storage`).
+    task = every(
+        min(seconds / 2, 30), lambda: library.close_idle(seconds), "closing idle repositories"
+    )
     yield
     if task is not None:
         task.cancel()

@@ -418,10 +418,11 @@ def _commit_all(
     If moving the head or the SQLite write fails, every request whose answer named a
     commit of this lot gets that error: none of them was acknowledged.
     """
+    # One novel and one library by the lot's making (`run_writing_together`'s line).
     first = requests[0]
     db, library, novel_id = first.db, first.library, first.novel_id
-    if any(r.db is not db or r.library is not library or r.novel_id != novel_id for r in requests):
-        raise ValueError("a lot of commits is for one novel of one database")
+    if any(r.db is not db for r in requests):
+        raise ValueError("a lot of commits is for one database")
 
     def before(conn: apsw.Connection) -> tuple[list[dict | None], str | None]:
         """In one read: the first answer to each operation, if any, and SQLite's head."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,30 @@ def edited(n: int, word: str) -> str:
     )
 
 
-async def queued_together(
-    s: Store, novel_id: str, calls: list[Callable[[], Awaitable[Any]]]
-) -> list:
+async def start_queued(s: Store, novel_id: str, calls: list[Callable[[], Awaitable[Any]]]) -> list:
     """Start every call while the novel's write lock is held, so that all of them queue,
-    then let go: the first to get the lock takes the others with it. Outcomes in order,
-    exceptions as values."""
+    then let go: the tasks, the first lot taking them together."""
     async with s.library.writing(novel_id):
         tasks = [asyncio.create_task(call()) for call in calls]
         await asyncio.sleep(0.05)  # every task has queued and waits for the lock
-    return await asyncio.gather(*tasks, return_exceptions=True)
+    return tasks
+
+
+async def queued_together(
+    s: Store, novel_id: str, calls: list[Callable[[], Awaitable[Any]]]
+) -> list:
+    """`start_queued`, then every outcome in order, exceptions as values."""
+    return await asyncio.gather(*await start_queued(s, novel_id, calls), return_exceptions=True)
+
+
+@contextmanager
+def opened(s: Store, novel_id: str) -> Iterator[NovelRepository]:
+    """The novel's repository, opened apart from the library's, closed after."""
+    repo = NovelRepository.open(s.library.path(novel_id))
+    try:
+        yield repo
+    finally:
+        repo.close()
 
 
 def git(path: Path, *args: str) -> str:
@@ -82,11 +97,8 @@ def indexed(s: Store, novel_id: str) -> tuple[str, int]:
 
 
 def repo_text(s: Store, novel_id: str, path: str) -> str | None:
-    repo = NovelRepository.open(s.library.path(novel_id))
-    try:
+    with opened(s, novel_id) as repo:
         found = repo.read_text(path)
-    finally:
-        repo.close()
     return found.text if found else None
 
 
@@ -115,8 +127,7 @@ async def test_syncs_that_queued_are_committed_in_one_move_each_answered_as_alon
         assert len(lines) == moves_before + 1
         assert lines[0].startswith("openwrite fast-forward, merge, merge, merge: ")
 
-        repo = NovelRepository.open(s.library.path(novel_id))
-        try:
+        with opened(s, novel_id) as repo:
             head = repo.head()
             assert outcomes[-1]["head"] == head
             # Each answer names its own head, each a step of the first-parent line.
@@ -131,8 +142,6 @@ async def test_syncs_that_queued_are_committed_in_one_move_each_answered_as_alon
                 assert entry["path"] == CHAPTER
                 assert entry["content"] == repo.read_text(CHAPTER, outcome["head"]).text
             final = repo.read_text(CHAPTER).text
-        finally:
-            repo.close()
         for word in words:
             assert f"over the {word}." in final
         # SQLite holds the final head and a revision for every commit of the lot:
@@ -167,12 +176,9 @@ async def test_a_refused_sync_fails_alone_and_the_rest_of_its_lot_is_committed()
         )
         assert isinstance(outcomes[1], Conflict) and outcomes[1].code == "unknown_base"
         assert outcomes[0]["status"] == "fast_forward" and outcomes[2]["status"] == "merged"
-        repo = NovelRepository.open(s.library.path(novel_id))
-        try:
+        with opened(s, novel_id) as repo:
             assert repo.head() == outcomes[2]["head"]
             final = repo.read_text(CHAPTER).text
-        finally:
-            repo.close()
         assert "over the sand." in final and "over the rocks." in final
         assert "over the weed." not in final
         assert indexed(s, novel_id)[0] == outcomes[2]["head"]
@@ -232,12 +238,9 @@ async def test_a_failed_shared_step_acknowledges_nothing_and_the_retries_go_thro
         # The devices retry the same operations: nothing was recorded for them, so they
         # are committed now (not replayed), and SQLite catches up on what Git holds.
         retried = [await call() for call in calls]
-        repo = NovelRepository.open(s.library.path(novel_id))
-        try:
+        with opened(s, novel_id) as repo:
             head = repo.head()
             final = repo.read_text(CHAPTER).text
-        finally:
-            repo.close()
         assert retried[-1]["head"] == head
         assert "over the sand." in final and "over the weed." in final
         assert indexed(s, novel_id)[0] == head
@@ -258,12 +261,9 @@ async def test_a_lot_is_finished_and_answered_when_one_of_its_callers_goes_away(
             return real(*args, **kwargs)
 
         monkeypatch.setattr(engine, "reconcile", held)
-        async with s.library.writing(novel_id):
-            tasks = [
-                asyncio.create_task(sync(s, novel_id, f"d{n}", base, edited(n, w))())
-                for n, w in enumerate(["sand", "weed", "rocks"])
-            ]
-            await asyncio.sleep(0.05)
+        words = ["sand", "weed", "rocks"]
+        calls = [sync(s, novel_id, f"d{n}", base, edited(n, w)) for n, w in enumerate(words)]
+        tasks = await start_queued(s, novel_id, calls)
         assert await asyncio.to_thread(started.wait, 10)
         tasks[0].cancel()  # a caller goes away while its lot is being committed
         go_on.set()
@@ -275,11 +275,8 @@ async def test_a_lot_is_finished_and_answered_when_one_of_its_callers_goes_away(
         again = await sync(s, novel_id, "d0", base, edited(0, "sand"))()
         assert again["status"] == "fast_forward"
         assert rest[0]["head"] != again["head"]
-        repo = NovelRepository.open(s.library.path(novel_id))
-        try:
+        with opened(s, novel_id) as repo:
             assert repo.revision(rest[0]["head"]).parents[0] == again["head"]
-        finally:
-            repo.close()
 
 
 async def test_a_caller_returns_as_soon_as_its_lot_is_done_not_after_the_next(
@@ -316,14 +313,6 @@ async def test_a_caller_returns_as_soon_as_its_lot_is_done_not_after_the_next(
         assert not any(task.done() for task in second)
         go_on["b0"].set()
         assert [a["status"] for a in await asyncio.gather(*second)] == ["merged", "merged"]
-
-
-async def start_queued(s: Store, novel_id: str, calls: list[Callable[[], Awaitable[Any]]]) -> list:
-    """`queued_together` without waiting: the tasks, started once all have queued."""
-    async with s.library.writing(novel_id):
-        tasks = [asyncio.create_task(call()) for call in calls]
-        await asyncio.sleep(0.05)
-    return tasks
 
 
 async def test_a_caller_gone_before_its_lot_leaves_the_line_and_nothing_is_committed() -> None:
@@ -388,12 +377,9 @@ async def test_a_lot_with_a_conflict_a_noop_and_a_commit_on_the_head() -> None:
         assert [r["id"] for r in rows] == [conflict["id"]]
         assert rows[0]["merge_commit"] == outcomes[1]["head"] and rows[0]["device_commit"]
         assert "weed" in rows[0]["theirs"]
-        repo = NovelRepository.open(s.library.path(novel_id))
-        try:
+        with opened(s, novel_id) as repo:
             assert repo.revision(outcomes[3]["head"]).parents == (outcomes[1]["head"],)
             final = repo.read_text(CHAPTER).text
-        finally:
-            repo.close()
         assert "P0 the tide came in over the sand." in final  # the server's text kept
         assert repo_text(s, novel_id, OTHER) == "---\ntitle: Rocks\n---\nRocks.\n"
         assert indexed(s, novel_id)[0] == outcomes[3]["head"]
