@@ -435,17 +435,7 @@ class NovelRepository:
     @_reports_damage
     def is_ancestor(self, a: str, b: str) -> bool:
         """True if `a` is in `b`'s history (a commit is its own ancestor)."""
-        a_id, commit = self._commit(a).id, self._commit(b)
-        b_id = commit.id
-        # A device's base is most often a recent head: a few steps down `b`'s first
-        # parents, where libgit2's merge-base walk would paint far more of the graph.
-        for _ in range(_FIRST_PARENT_STEPS):
-            if commit.id == a_id:
-                return True
-            if not commit.parent_ids:
-                break
-            commit = self._repo[commit.parent_ids[0]]
-        return self._repo.descendant_of(b_id, a_id)
+        return self._reaches(self._commit(b), self._commit(a).id)
 
     @_reports_damage
     def log(self, rev: str | None = None) -> Iterator[Revision]:
@@ -592,9 +582,9 @@ class NovelRepository:
         target = self._commit(new)
         if new == expected:
             return
-        # The usual case, a child or merge of the head, needs no graph walk.
-        forward = any(str(parent) == expected for parent in target.parent_ids)
-        if not forward and not self._repo.descendant_of(target.id, expected):
+        # The usual case, a child or merge of the head or a lot's chain of them
+        # (`sync.engine._commit_all`), needs no graph walk.
+        if not self._reaches(target, pygit2.Oid(hex=expected)):
             raise Invalid(
                 f"{new} does not descend from the head {expected}",
                 code="not_fast_forward",
@@ -628,6 +618,21 @@ class NovelRepository:
         self._texts_size += len(text)
         while self._texts_size > _TEXTS_KEPT:
             self._texts_size -= len(self._texts.popitem(last=False)[1])
+
+    def _reaches(self, commit: pygit2.Commit, ancestor: pygit2.Oid) -> bool:
+        """True if `ancestor` is in `commit`'s history (a commit is its own ancestor).
+
+        A device's base is most often a recent head, and a lot moves the head a few
+        merges at once: a few steps down the first parents, where libgit2's merge-base
+        walk would read every commit made in the same second (`describe_revisions`)."""
+        start = commit.id
+        for _ in range(_FIRST_PARENT_STEPS):
+            if commit.id == ancestor:
+                return True
+            if not commit.parent_ids:
+                break  # a root: `ancestor` may still be behind a merge's other parent
+            commit = self._repo[commit.parent_ids[0]]
+        return self._repo.descendant_of(start, ancestor)
 
     def _commit(self, rev: str | None) -> pygit2.Commit:
         if rev is None:

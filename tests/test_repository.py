@@ -278,6 +278,32 @@ def test_advance_head_refuses_to_rewrite_history(novel: NovelRepository) -> None
     assert novel.head() == second
 
 
+def test_advance_head_takes_a_chain_and_a_descendant_behind_a_second_parent(
+    novel: NovelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lot moves the head several merges at once: found down the first parents.
+    head = novel.head()
+    chain = head
+    for n in range(3):
+        side = novel.write_commit(parent=head, changes={f"s{n}.md": "S"}, author=ANN, message="S")
+        chain = novel.write_commit(
+            parent=chain, extra_parents=[side], changes={f"s{n}.md": "S"}, author=ANN,
+            message="Merge",
+        )  # fmt: skip
+    novel.advance_head(chain, head)
+    assert novel.head() == chain
+    # The head reached only through a merge's second parent, past the root its first
+    # parents end at: the first-parent walk alone would refuse it; libgit2's walk finds it.
+    monkeypatch.setattr("storage.repository._FIRST_PARENT_STEPS", 3)
+    elsewhere = novel.write_commit(parent=None, changes={"x.md": "X"}, author=ANN, message="X")
+    joined = novel.write_commit(
+        parent=elsewhere, extra_parents=[chain], changes={}, author=ANN, message="Join"
+    )
+    novel.advance_head(joined, chain)
+    assert novel.head() == joined
+    assert novel.is_ancestor(chain, joined) and not novel.is_ancestor(joined, chain)
+
+
 def test_a_stale_ref_lock_reports_busy_and_keeps_the_head(novel: NovelRepository) -> None:
     head = novel.head()
     new = novel.write_commit(parent=head, changes={"a.md": "A"}, author=ANN, message="A")
