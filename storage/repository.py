@@ -13,10 +13,10 @@ import functools
 import logging
 import os
 import queue
+import random
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -823,7 +823,7 @@ def _swap_ref(repository: Path, name: str, expected: str, new: str, message: str
     """Move the branch `name` from `expected` to `new`, the way Git does and under Git's
     own lock, so Git and libgit2 writers are kept out as well: `<ref>.lock` created
     exclusively, the ref read again under it (a true compare-and-swap), the new value
-    written and fsynced, a reflog line for the branch and for HEAD, the lock renamed over
+    written durably, a reflog line for the branch and for HEAD, the lock renamed over
     the ref, the directory fsynced.
 
     System calls rather than libgit2's `set_target`: pygit2 holds the GIL through all of
@@ -834,7 +834,9 @@ def _swap_ref(repository: Path, name: str, expected: str, new: str, message: str
     ref = repository / name
     lock = ref.with_name(ref.name + ".lock")
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        # O_SYNC: the write returns once the new value is on disk, with no fsync after.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        fd = os.open(lock, flags | (os.O_SYNC if _durable else 0), 0o666)
     except FileExistsError as exc:
         # Another writer's lock: never ours to remove.
         raise Unavailable(
@@ -848,8 +850,6 @@ def _swap_ref(repository: Path, name: str, expected: str, new: str, message: str
             if actual != expected:
                 raise _head_moved(expected, actual)
             os.write(fd, f"{new}\n".encode("ascii"))
-            if _durable:
-                os.fsync(fd)
         finally:
             os.close(fd)
         line = _reflog_line(expected, new, message)
@@ -867,7 +867,7 @@ def _swap_ref(repository: Path, name: str, expected: str, new: str, message: str
 def _read_branch(repository: Path, name: str) -> str | None:
     """The commit id branch `name` holds: its loose ref, else its line in packed-refs."""
     try:
-        text = (repository / name).read_text(encoding="ascii").strip()
+        text = _read_small(repository / name).decode("ascii").strip()
     except FileNotFoundError:
         text = None
     if text:
@@ -885,9 +885,20 @@ def _read_branch(repository: Path, name: str) -> str | None:
 
 def _head_names(repository: Path, name: str) -> bool:
     try:
-        return (repository / "HEAD").read_text(encoding="utf-8").strip() == f"ref: {name}"
+        return _read_small(repository / "HEAD").decode("utf-8").strip() == f"ref: {name}"
     except FileNotFoundError:
         return False
+
+
+def _read_small(path: Path) -> bytes:
+    """The bytes of a file of a few bytes (a ref, HEAD): three system calls, where
+    `Path.read_text` makes five, each a wait for the GIL under load. Longer than a page,
+    it is no ref: what is read of it fails the caller's check."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 def _reflog_line(old: str, new: str, message: str) -> bytes:
@@ -1108,26 +1119,57 @@ def _write_pack(folder: Path, pack: packs.Pack) -> None:
     A crash leaves at most a temporary file (cleared by maintenance) or a pack without
     its index, which Git and libgit2 pass over; never a named file with missing data.
     """
-    folder.mkdir(exist_ok=True)
     temporaries: list[tuple[Path, str]] = []
+    published = False
     try:
         for data, suffix in ((pack.pack, ".pack"), (pack.index, ".idx")):
-            fd, name = tempfile.mkstemp(prefix=PACK_TEMPORARY_PREFIX, dir=folder)
-            temporaries.append((Path(name), suffix))
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-        publish_pack(folder, pack.name, temporaries)
+            temporaries.append((_write_new(folder, data), suffix))
+        publish_pack(folder, pack.name, temporaries, written_durably=True)
+        published = True
     finally:
-        for temporary, _ in temporaries:
-            temporary.unlink(missing_ok=True)
+        if not published:
+            for temporary, _ in temporaries:
+                temporary.unlink(missing_ok=True)
 
 
-def publish_pack(folder: Path, name: str, files: Sequence[tuple[Path, str]]) -> None:
+def _write_new(folder: Path, data: bytes) -> Path:
+    """A new read-only temporary file in `folder` (made if missing) holding `data`, on
+    disk when this returns; its path.
+
+    Written with O_SYNC, each write returning once it is durable, rather than written,
+    closed, opened again and fsynced on a flusher thread: every system call and every
+    hop between threads waits for the GIL again, and under load those waits, not the
+    disk, were most of a sync's flush (`docs/benchmarks.md`, session 11). Created
+    read-only, as Git leaves its pack files: the descriptor opened it for writing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (os.O_SYNC if _durable else 0)
+    while True:
+        path = folder / f"{PACK_TEMPORARY_PREFIX}{random.getrandbits(64):016x}"
+        try:
+            fd = os.open(path, flags, 0o444)
+            break
+        except FileNotFoundError:
+            folder.mkdir()  # raises on anything but a missing folder: no loop
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return path
+
+
+def publish_pack(
+    folder: Path, name: str, files: Sequence[tuple[Path, str]], *, written_durably: bool = False
+) -> None:
     """Rename the finished pack files `files` (each a temporary in `folder` and the suffix
     it takes: ".pack", ".idx", Git's ".rev") into place as `pack-<name>`, durably: each
-    flushed first, renamed in Git's order (the pack first, the index last: Git and
-    libgit2 find a pack by its index), then the folder flushed. On return a reader finds
-    every object of the pack, and it survives a power cut.
+    flushed first (unless `written_durably`: read-only and on disk already, as
+    `_write_new` leaves them), renamed in Git's order (the pack first, the index last:
+    Git and libgit2 find a pack by its index), then the folder flushed. On return a
+    reader finds every object of the pack, and it survives a power cut.
 
     A pack of that name already there holds the same objects: it is kept, as Git keeps
     it, rather than replaced under a reader that may have it open; the temporaries are
@@ -1138,9 +1180,11 @@ def publish_pack(folder: Path, name: str, files: Sequence[tuple[Path, str]]) -> 
             temporary.unlink(missing_ok=True)
         return
     ordered = sorted(files, key=lambda file: (file[1] == ".idx", file[1] != ".pack"))
-    _fsync_all([temporary for temporary, _ in ordered])
+    if not written_durably:
+        _fsync_all([temporary for temporary, _ in ordered])
+        for temporary, _ in ordered:
+            os.chmod(temporary, 0o444)  # as Git leaves its packs
     for temporary, suffix in ordered:
-        os.chmod(temporary, 0o444)  # as Git leaves its packs
         temporary.rename(folder / f"pack-{name}{suffix}")
     _fsync_dir(folder)
 

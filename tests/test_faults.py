@@ -284,6 +284,8 @@ async def test_a_full_disk_under_one_novel_refuses_its_writes_and_loses_nothing(
     assert_error(status, answer, 503, "storage_full")
 
     assert (table_rows(settings.database_path), git_head(settings, a.id)) == before
+    # The pack files whose writes failed are gone too, not left for maintenance.
+    assert not list((repo_path(settings, a.id) / "objects" / "pack").glob("tmp*"))
     await a.assert_readable()
     status, answer = await b.sync(b.sync_body("The other novel writes on.\n"))
     assert status == 200, answer
@@ -316,6 +318,8 @@ async def test_a_read_only_repository_refuses_its_writes_until_writable_again(
     assert_error(status, answer, 503, "storage_read_only")
 
     assert (table_rows(settings.database_path), git_head(settings, a.id)) == before
+    # The pack files whose writes failed are gone too, not left for maintenance.
+    assert not list((repo_path(settings, a.id) / "objects" / "pack").glob("tmp*"))
     await a.assert_readable()
     status, answer = await b.sync(b.sync_body("The other novel writes on.\n"))
     assert status == 200, answer

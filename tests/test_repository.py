@@ -958,15 +958,24 @@ def test_cost_of_one_durable_commit_is_printed(novel: NovelRepository) -> None:
 
 @pytest.fixture
 def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every path os.fsync is called on, on any thread (the real fsync still runs)."""
+    """Every path made durable, in order, on any thread: each os.fsync is called on, and
+    each file opened with O_SYNC (every write to it durable when it returns). The real
+    calls still run."""
     seen: list[Path] = []
-    real = os.fsync
+    real_fsync, real_open = os.fsync, os.open
 
-    def recording(fd: int) -> None:
+    def recording_fsync(fd: int) -> None:
         seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
-        real(fd)
+        real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", recording)
+    def recording_open(path, flags, *args, **kwargs):  # noqa: ANN001, ANN202
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_SYNC == os.O_SYNC:
+            seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return fd
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "open", recording_open)
     return seen
 
 
@@ -974,9 +983,10 @@ def test_a_commit_is_kept_until_published_then_written_as_one_synced_pack(
     novel: NovelRepository, fsynced: list[Path]
 ) -> None:
     """The server's fsyncs replace libgit2's: the commits written since the last flush
-    go to disk as one pack and its index, each synced under its temporary name before
-    it is renamed, then objects/pack/ itself, all before advance_head moves the ref
-    (the new value synced in refs/heads/main.lock before it is renamed, then refs/heads/)."""
+    go to disk as one pack and its index, each written durably (O_SYNC) under its
+    temporary name before it is renamed, then objects/pack/ itself, all before
+    advance_head moves the ref (the new value written durably in refs/heads/main.lock
+    before it is renamed, then refs/heads/)."""
     folder = novel.path / "objects" / "pack"
     packs_before = set(folder.iterdir())
     head = novel.head()
