@@ -1142,13 +1142,19 @@ def _write_new(folder: Path, data: bytes) -> Path:
     disk, were most of a sync's flush (`docs/benchmarks.md`, session 11). Created
     read-only, as Git leaves its pack files: the descriptor opened it for writing."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (os.O_SYNC if _durable else 0)
+    made_folder = False
     while True:
         path = folder / f"{PACK_TEMPORARY_PREFIX}{random.getrandbits(64):016x}"
         try:
             fd = os.open(path, flags, 0o444)
             break
+        except FileExistsError:
+            continue  # a temporary of that name already: draw another
         except FileNotFoundError:
-            folder.mkdir()  # raises on anything but a missing folder: no loop
+            if made_folder:
+                raise
+            folder.mkdir(exist_ok=True)
+            made_folder = True
     try:
         view = memoryview(data)
         while view:

@@ -33,6 +33,7 @@ from storage.repository import (
     HeadMoved,
     NovelRepository,
     _swap_ref,
+    _write_new,
     enable_durability,
     novel_lock,
 )
@@ -977,6 +978,27 @@ def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     monkeypatch.setattr(os, "fsync", recording_fsync)
     monkeypatch.setattr(os, "open", recording_open)
     return seen
+
+
+def test_a_pack_file_is_written_read_only_and_synced_into_a_folder_made_if_missing(
+    tmp_path: Path, fsynced: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "objects" / "pack"
+    (tmp_path / "objects").mkdir()
+    taken = folder / f"{PACK_TEMPORARY_PREFIX}{1:016x}"
+    # The first name drawn three times: before the folder is made, after, and once taken.
+    draws = iter([1, 1, 1, 2, 3])
+    monkeypatch.setattr("storage.repository.random.getrandbits", lambda _bits: next(draws))
+
+    first = _write_new(folder, b"pack bytes")
+    second = _write_new(folder, b"index bytes")
+
+    assert first == taken and second == folder / f"{PACK_TEMPORARY_PREFIX}{2:016x}"
+    assert (first.read_bytes(), second.read_bytes()) == (b"pack bytes", b"index bytes")
+    assert all(p.stat().st_mode & 0o777 == 0o444 for p in (first, second))
+    assert fsynced == [first, second]  # each opened with O_SYNC: durable on return
+    with pytest.raises(FileNotFoundError):  # no objects/ at all: not made up
+        _write_new(tmp_path / "gone" / "pack", b"x")
 
 
 def test_a_commit_is_kept_until_published_then_written_as_one_synced_pack(
