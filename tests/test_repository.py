@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,7 @@ from storage.repository import (
     Author,
     HeadMoved,
     NovelRepository,
+    _libgit2_cleanup,
     _swap_ref,
     _write_new,
     enable_durability,
@@ -1080,21 +1083,66 @@ def test_a_new_repository_is_synced_whole_before_it_is_renamed_into_place(
 # -- releasing a repository -------------------------------------------------------------
 
 
+def packs_held(path: Path) -> set[str]:
+    """The files of the repository's pack folder this process has mapped or open."""
+    folder = str(path / "objects" / "pack")
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        held = {line.split(maxsplit=5)[5].strip() for line in maps if folder in line}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # a descriptor closed meanwhile
+            if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith(folder):
+                held.add(target)
+    return held
+
+
+@pytest.mark.parametrize("gil_free", [True, False], ids=["through ctypes", "pygit2 alone"])
 def test_a_closed_repository_lets_go_of_libgit2_at_once_and_stays_usable(
-    novel: NovelRepository,
+    novel: NovelRepository, gil_free: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pygit2's Repository sits in a reference cycle: without `close` its object database
-    and caches wait for a full garbage collection."""
+    and caches wait for a full garbage collection. Its packs are let go whether libgit2's
+    cleanup could be called without the GIL or only through pygit2's `free`."""
+    called: list[int] = []
+    real = _libgit2_cleanup()
+    assert real is not None
+
+    def recording(pointer: int) -> int:
+        called.append(pointer)
+        return real(pointer)
+
+    chosen = recording if gil_free else None
+    monkeypatch.setattr("storage.repository._libgit2_cleanup", lambda: chosen)
     head = novel.head()
     text = novel.read_text("novel.md", head)
     assert text is not None
+    assert packs_held(novel.path)
     novel.close()
+    assert not packs_held(novel.path)
+    assert len(called) == (1 if gil_free else 0)
     # Usable after: libgit2 opens again what it needs.
     assert novel.read_text("novel.md", head) == text
     assert novel.head() == head
     commit_and_advance(novel, {"chapters/after.md": "Written after a close.\n"})
     assert novel.read_text("chapters/after.md") is not None
     assert_fsck_clean(novel.path)
+
+
+def test_libgit2s_cleanup_called_without_the_gil_lets_go_of_the_packs(
+    novel: NovelRepository,
+) -> None:
+    """What `close` calls through ctypes is the cleanup pygit2's `free` runs with the GIL
+    held: alone, it unmaps and closes the packs, and the repository reads on after."""
+    cleanup = _libgit2_cleanup()
+    assert cleanup is not None, "libgit2 not found in this process's maps"
+    git = pygit2.Repository(str(novel.path))
+    blob = git.revparse_single("HEAD:novel.md")
+    assert packs_held(novel.path)
+
+    assert cleanup(int.from_bytes(git._pointer, sys.byteorder)) == 0
+
+    assert not packs_held(novel.path)
+    assert git[blob.id].data.decode() == FIRST_FILES["novel.md"]
+    git.free()
 
 
 def test_an_object_file_left_empty_by_a_crash_does_not_block_the_same_text_again(
