@@ -775,13 +775,8 @@ def _free(git: pygit2.Repository) -> None:
     opens again what a later call needs. Only the thread using the instance calls this
     (`Shelf`), so nothing else touches it meanwhile."""
     cleanup = _libgit2_cleanup()
-    pointer = getattr(git, "_pointer", None)
-    if (
-        cleanup is not None
-        and isinstance(pointer, bytes)
-        and len(pointer) == ctypes.sizeof(ctypes.c_void_p)
-    ):
-        cleanup(int.from_bytes(pointer, sys.byteorder))
+    if cleanup is not None:
+        cleanup(int.from_bytes(git._pointer, sys.byteorder))  # the git_repository *
     git.free()
 
 
@@ -877,9 +872,7 @@ def _swap_ref(repository: Path, name: str, expected: str, new: str, message: str
     ref = repository / name
     lock = ref.with_name(ref.name + ".lock")
     try:
-        # O_SYNC: the write returns once the new value is on disk, with no fsync after.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        fd = os.open(lock, flags | (os.O_SYNC if _durable else 0), 0o666)
+        fd = _create_durable(lock, 0o666)
     except FileExistsError as exc:
         # Another writer's lock: never ours to remove.
         raise Unavailable(
@@ -1175,6 +1168,14 @@ def _write_pack(folder: Path, pack: packs.Pack) -> None:
                 temporary.unlink(missing_ok=True)
 
 
+def _create_durable(path: Path, mode: int) -> int:
+    """A new file (never an existing one: FileExistsError), open for writing, each write
+    to it durable when it returns (O_SYNC, what an fsync after it would give; nothing is
+    flushed unless `enable_durability` was called)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (os.O_SYNC if _durable else 0)
+    return os.open(path, flags, mode)
+
+
 def _write_new(folder: Path, data: bytes) -> Path:
     """A new read-only temporary file in `folder` (made if missing) holding `data`, on
     disk when this returns; its path.
@@ -1184,12 +1185,12 @@ def _write_new(folder: Path, data: bytes) -> Path:
     hop between threads waits for the GIL again, and under load those waits, not the
     disk, were most of a sync's flush (`docs/benchmarks.md`, session 11). Created
     read-only, as Git leaves its pack files: the descriptor opened it for writing."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | (os.O_SYNC if _durable else 0)
     made_folder = False
     while True:
+        # Drawn from Python's generator, not the system's (`uuid4`): one call fewer.
         path = folder / f"{PACK_TEMPORARY_PREFIX}{random.getrandbits(64):016x}"
         try:
-            fd = os.open(path, flags, 0o444)
+            fd = _create_durable(path, 0o444)
             break
         except FileExistsError:
             continue  # a temporary of that name already: draw another
